@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/argon2"
+)
+
+// argonParams are the cost parameters of an Argon2id hash.
+type argonParams struct {
+	memoryKiB uint32
+	time      uint32
+	threads   uint8
+}
+
+// newHashParams are OWASP's recommendation for Argon2id (m=19 MiB, t=2, p=1).
+var newHashParams = argonParams{memoryKiB: 19456, time: 2, threads: 1}
+
+// Limits on the parameters a stored hash may ask for, so a corrupt or hostile
+// row cannot make one login allocate gigabytes.
+const (
+	maxHashMemoryKiB = 1 << 20
+	maxHashTime      = 64
+)
+
+// passwords hashes and verifies passwords. Argon2id is memory-hard by
+// design, so a burst of logins could exhaust memory; the semaphore allows one
+// hash per CPU at a time and the rest wait their turn.
+type passwords struct {
+	sem       chan struct{}
+	dummyHash string // verified when the user does not exist, to take the same time
+}
+
+func newPasswords() (*passwords, error) {
+	p := &passwords{sem: make(chan struct{}, runtime.NumCPU())}
+	dummy := make([]byte, 16)
+	if _, err := rand.Read(dummy); err != nil {
+		return nil, err
+	}
+	hash, err := p.hash(context.Background(), string(dummy))
+	if err != nil {
+		return nil, err
+	}
+	p.dummyHash = hash
+	return p, nil
+}
+
+func (p *passwords) acquire(ctx context.Context) error {
+	select {
+	case p.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// hash returns the PHC string of a new Argon2id hash of password.
+func (p *passwords) hash(ctx context.Context, password string) (string, error) {
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return "", err
+	}
+	if err := p.acquire(ctx); err != nil {
+		return "", err
+	}
+	defer func() { <-p.sem }()
+	prm := newHashParams
+	key := argon2.IDKey([]byte(password), salt, prm.time, prm.memoryKiB, prm.threads, 32)
+	b64 := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
+		argon2.Version, prm.memoryKiB, prm.time, prm.threads, b64.EncodeToString(salt), b64.EncodeToString(key)), nil
+}
+
+// verify tells whether password matches a PHC Argon2id hash, using the
+// parameters the hash carries (the original service used m=65536,t=3,p=4).
+// A hash it cannot read never matches.
+func (p *passwords) verify(ctx context.Context, password, encoded string) (bool, error) {
+	prm, salt, want, ok := parsePHC(encoded)
+	if !ok {
+		return false, nil
+	}
+	if err := p.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer func() { <-p.sem }()
+	got := argon2.IDKey([]byte(password), salt, prm.time, prm.memoryKiB, prm.threads, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1, nil
+}
+
+// parsePHC reads $argon2id$v=19$m=...,t=...,p=...$salt$hash.
+func parsePHC(encoded string) (prm argonParams, salt, key []byte, ok bool) {
+	parts := strings.Split(encoded, "$")
+	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" || parts[2] != "v="+strconv.Itoa(argon2.Version) {
+		return prm, nil, nil, false
+	}
+	var m, t, threads uint64
+	for _, kv := range strings.Split(parts[3], ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return prm, nil, nil, false
+		}
+		switch k {
+		case "m":
+			m = n
+		case "t":
+			t = n
+		case "p":
+			threads = n
+		default:
+			return prm, nil, nil, false
+		}
+	}
+	if m < 8 || m > maxHashMemoryKiB || t < 1 || t > maxHashTime || threads < 1 || threads > 255 {
+		return prm, nil, nil, false
+	}
+	b64 := base64.RawStdEncoding
+	salt, err1 := b64.DecodeString(strings.TrimRight(parts[4], "="))
+	key, err2 := b64.DecodeString(strings.TrimRight(parts[5], "="))
+	if err1 != nil || err2 != nil || len(salt) < 8 || len(key) < 16 || len(key) > 1024 {
+		return prm, nil, nil, false
+	}
+	return argonParams{memoryKiB: uint32(m), time: uint32(t), threads: uint8(threads)}, salt, key, true
+}
+
+// tokenClaims are the claims of an access token.
+type tokenClaims struct {
+	Username string `json:"username"`
+	jwt.RegisteredClaims
+}
+
+// issueToken signs an access token for u.
+func (s *server) issueToken(u user) (string, error) {
+	now := s.now()
+	claims := tokenClaims{
+		Username: u.Username,
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   strconv.FormatInt(u.ID, 10),
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(s.cfg.tokenTTL)),
+		},
+	}
+	return jwt.NewWithClaims(jwt.GetSigningMethod(s.cfg.algorithm), claims).SignedString(s.cfg.secretKey)
+}
+
+// authenticate returns the user whose bearer token the request carries. Only
+// the configured algorithm is accepted, exp is required, and the user must
+// still exist.
+func (s *server) authenticate(r *http.Request) (user, error) {
+	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	token = strings.TrimSpace(token)
+	if !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return user{}, errNotAuthenticated
+	}
+	var claims tokenClaims
+	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return s.cfg.secretKey, nil },
+		jwt.WithValidMethods([]string{s.cfg.algorithm}),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(s.now),
+	)
+	if errors.Is(err, jwt.ErrTokenExpired) {
+		return user{}, errTokenExpired
+	}
+	if err != nil {
+		return user{}, errBadCredentials
+	}
+	id, err := strconv.ParseInt(claims.Subject, 10, 64)
+	if err != nil {
+		return user{}, errBadCredentials
+	}
+	u, err := s.store.UserByID(r.Context(), id)
+	if errors.Is(err, errNotFound) {
+		return user{}, errBadCredentials
+	}
+	return u, err
+}
+
+var usernamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+// registerRequest is the body of POST /api/v1/register.
+type registerRequest struct {
+	Username jsonString `json:"username"`
+	Password jsonString `json:"password"`
+}
+
+func (in registerRequest) validate() []fieldError {
+	var problems []fieldError
+	problems = stringRule{required: true, min: 3, max: 50, pattern: usernamePattern}.check(problems, []string{"body", "username"}, in.Username)
+	problems = stringRule{required: true, min: 8, max: 128}.check(problems, []string{"body", "password"}, in.Password)
+	return problems
+}
+
+// handleRegister handles POST /api/v1/register.
+func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) error {
+	var in registerRequest
+	if err := readJSON(w, r, &in); err != nil {
+		return err
+	}
+	if err := invalid(in.validate()...); err != nil {
+		return err
+	}
+	hash, err := s.passwords.hash(r.Context(), in.Password.Value)
+	if err != nil {
+		return err
+	}
+	u, err := s.store.CreateUser(r.Context(), in.Username.Value, hash, s.now())
+	if errors.Is(err, errConflict) {
+		return &httpError{status: http.StatusConflict, detail: "Username already registered"}
+	}
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, map[string]string{"message": "User registered successfully", "data": u.Username})
+}
+
+// loginRequest is the body of POST /api/v1/login, as JSON or as an OAuth2
+// password-flow form. No length rules: a password that would not pass
+// registration today is just a wrong password.
+type loginRequest struct {
+	Username jsonString `json:"username"`
+	Password jsonString `json:"password"`
+}
+
+func (in loginRequest) validate() []fieldError {
+	var problems []fieldError
+	problems = stringRule{required: true}.check(problems, []string{"body", "username"}, in.Username)
+	problems = stringRule{required: true}.check(problems, []string{"body", "password"}, in.Password)
+	return problems
+}
+
+var errBadLogin = &httpError{status: http.StatusUnauthorized, detail: "Incorrect username or password", header: http.Header{"Www-Authenticate": {"Bearer"}}}
+
+// handleLogin handles POST /api/v1/login.
+func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
+	in, err := readLogin(w, r)
+	if err != nil {
+		return err
+	}
+	u, err := s.store.UserByUsername(r.Context(), in.Username.Value)
+	if err != nil && !errors.Is(err, errNotFound) {
+		return err
+	}
+	hash := u.PasswordHash
+	if errors.Is(err, errNotFound) {
+		hash = s.passwords.dummyHash // the same work, so timing does not tell which names exist
+	}
+	ok, verr := s.passwords.verify(r.Context(), in.Password.Value, hash)
+	if verr != nil {
+		return verr
+	}
+	if err != nil || !ok {
+		return errBadLogin
+	}
+	token, err := s.issueToken(u)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, map[string]string{"access_token": token, "token_type": "bearer"})
+}
+
+// readLogin reads the login body in either of its encodings.
+func readLogin(w http.ResponseWriter, r *http.Request) (loginRequest, error) {
+	var in loginRequest
+	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mediaType == "application/x-www-form-urlencoded" {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		if err := r.ParseForm(); err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				return in, errBodyTooLarge
+			}
+			return in, invalid(fieldError{Type: "value_error", Loc: []string{"body"}, Msg: "Value error, the form body could not be parsed"})
+		}
+		for field, dst := range map[string]*jsonString{"username": &in.Username, "password": &in.Password} {
+			if values, ok := r.PostForm[field]; ok {
+				*dst = jsonString{Value: values[0], Present: true, IsText: true}
+			}
+		}
+	} else if err := readJSON(w, r, &in); err != nil {
+		return in, err
+	}
+	return in, invalid(in.validate()...)
+}
+
+// handleMe handles GET /api/v1/me.
+func (s *server) handleMe(w http.ResponseWriter, r *http.Request) error {
+	u, err := s.authenticate(r)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"id": u.ID, "username": u.Username, "created_at": u.CreatedAt})
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is everything the server reads from its environment, read once at
+// start. loadConfig holds every default and every check.
+type config struct {
+	databaseURL     string
+	secretKey       []byte
+	algorithm       string
+	tokenTTL        time.Duration
+	allowedOrigins  []string
+	addr            string
+	docsSwaggerJS   string
+	docsSwaggerCSS  string
+	docsRedocJS     string
+	dbTimeout       time.Duration
+	shutdownTimeout time.Duration
+}
+
+// minSecretKeyBytes is the shortest SECRET_KEY accepted: an HMAC key shorter
+// than the hash output weakens it.
+const minSecretKeyBytes = 32
+
+// loadConfig reads the configuration through getenv. In dev mode the database
+// and the secret may be missing; run fills them in. Every problem is reported
+// at once so an operator fixes them in one go.
+func loadConfig(getenv func(string) string, dev bool) (config, error) {
+	cfg := config{
+		databaseURL:     strings.TrimSpace(getenv("DATABASE_URL")),
+		secretKey:       []byte(getenv("SECRET_KEY")),
+		algorithm:       "HS256",
+		tokenTTL:        60 * time.Minute,
+		addr:            ":8080",
+		docsSwaggerJS:   "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui-bundle.js",
+		docsSwaggerCSS:  "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css",
+		docsRedocJS:     "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+		dbTimeout:       5 * time.Second,
+		shutdownTimeout: 10 * time.Second,
+	}
+	var problems []string
+	if cfg.databaseURL == "" && !dev {
+		problems = append(problems, "DATABASE_URL is required (e.g. postgres://user:password@localhost:5432/incidents), or run with -dev")
+	} else if cfg.databaseURL != "" && !validDatabaseURL(cfg.databaseURL) {
+		problems = append(problems, "DATABASE_URL must be a postgres:// or postgresql:// URL or a libpq key=value string")
+	}
+	switch {
+	case len(cfg.secretKey) == 0 && !dev:
+		problems = append(problems, fmt.Sprintf("SECRET_KEY is required: at least %d random bytes, e.g. the output of 'openssl rand -hex 32'", minSecretKeyBytes))
+	case len(cfg.secretKey) > 0 && len(cfg.secretKey) < minSecretKeyBytes:
+		problems = append(problems, fmt.Sprintf("SECRET_KEY is %d bytes; it must be at least %d (e.g. 'openssl rand -hex 32')", len(cfg.secretKey), minSecretKeyBytes))
+	}
+	if v := getenv("ALGORITHM"); v != "" {
+		switch v {
+		case "HS256", "HS384", "HS512":
+			cfg.algorithm = v
+		default:
+			problems = append(problems, fmt.Sprintf("ALGORITHM must be HS256, HS384 or HS512, not %q", v))
+		}
+	}
+	if v := getenv("ACCESS_TOKEN_EXPIRE_MINUTES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 60*24*365 {
+			problems = append(problems, fmt.Sprintf("ACCESS_TOKEN_EXPIRE_MINUTES must be a whole number of minutes from 1 to 525600, not %q", v))
+		} else {
+			cfg.tokenTTL = time.Duration(n) * time.Minute
+		}
+	}
+	for _, o := range strings.Split(getenv("ALLOWED_ORIGINS"), ",") {
+		o = strings.TrimRight(strings.TrimSpace(o), "/")
+		if o == "" {
+			continue
+		}
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" {
+			problems = append(problems, fmt.Sprintf("ALLOWED_ORIGINS entry %q is not an origin like https://example.com", o))
+			continue
+		}
+		cfg.allowedOrigins = append(cfg.allowedOrigins, o)
+	}
+	if v := getenv("ADDR"); v != "" {
+		cfg.addr = v
+	} else if p := getenv("PORT"); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 65535 {
+			problems = append(problems, fmt.Sprintf("PORT must be a port number, not %q", p))
+		} else {
+			cfg.addr = ":" + p
+		}
+	}
+	for name, dst := range map[string]*string{"DOCS_SWAGGER_JS": &cfg.docsSwaggerJS, "DOCS_SWAGGER_CSS": &cfg.docsSwaggerCSS, "DOCS_REDOC_JS": &cfg.docsRedocJS} {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	if len(problems) > 0 {
+		return config{}, errors.New("invalid configuration:\n  - " + strings.Join(problems, "\n  - "))
+	}
+	return cfg, nil
+}
+
+// validDatabaseURL accepts what lib/pq accepts: a URL with either scheme, or
+// a key=value connection string.
+func validDatabaseURL(s string) bool {
+	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
+		_, err := url.Parse(s)
+		return err == nil
+	}
+	return strings.Contains(s, "=")
+}
+
+// parseDotEnv reads KEY=VALUE lines, # comments, blank lines, an optional
+// "export " prefix and optional single or double quotes around the value.
+func parseDotEnv(r io.Reader) (map[string]string, error) {
+	vars := map[string]string{}
+	sc := bufio.NewScanner(r)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		key, value, ok := strings.Cut(line, "=")
+		key = strings.TrimSpace(key)
+		if !ok || key == "" || strings.ContainsAny(key, " \t") {
+			return nil, fmt.Errorf(".env line %d: want KEY=VALUE", n)
+		}
+		value = strings.TrimSpace(value)
+		if len(value) >= 2 && (value[0] == '"' || value[0] == '\'') && value[len(value)-1] == value[0] {
+			value = value[1 : len(value)-1]
+		} else if i := strings.Index(value, " #"); i >= 0 {
+			value = strings.TrimSpace(value[:i])
+		}
+		vars[key] = value
+	}
+	return vars, sc.Err()
+}
+
+// withDotEnv returns a getenv that falls back to the .env values: the real
+// environment wins.
+func withDotEnv(getenv func(string) string, dotenv map[string]string) func(string) string {
+	return func(key string) string {
+		if v := getenv(key); v != "" {
+			return v
+		}
+		return dotenv[key]
+	}
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// maxBodyBytes bounds every request body.
+const maxBodyBytes = 1 << 20
+
+// fieldError is one validation problem, in the shape FastAPI clients parse.
+type fieldError struct {
+	Type string   `json:"type"`
+	Loc  []string `json:"loc"`
+	Msg  string   `json:"msg"`
+}
+
+// validationError is a 422 listing every problem found in a request.
+type validationError struct {
+	problems []fieldError
+}
+
+func (e *validationError) Error() string {
+	msgs := make([]string, len(e.problems))
+	for i, p := range e.problems {
+		msgs[i] = strings.Join(p.Loc, ".") + ": " + p.Msg
+	}
+	return "validation: " + strings.Join(msgs, "; ")
+}
+
+// invalid wraps problems in a *validationError, or returns nil when there are none.
+func invalid(problems ...fieldError) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	return &validationError{problems: problems}
+}
+
+// httpError is an error whose status and client-facing detail are chosen by
+// the handler. extra adds keys to the body next to "detail".
+type httpError struct {
+	status int
+	detail string
+	header http.Header
+	extra  map[string]any
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.status, e.detail) }
+
+var (
+	errNotAuthenticated = &httpError{status: http.StatusUnauthorized, detail: "Not authenticated", header: http.Header{"Www-Authenticate": {"Bearer"}}}
+	errBadCredentials   = &httpError{status: http.StatusUnauthorized, detail: "Could not validate credentials", header: http.Header{"Www-Authenticate": {"Bearer"}}}
+	errTokenExpired     = &httpError{status: http.StatusUnauthorized, detail: "Token expired", header: http.Header{"Www-Authenticate": {"Bearer"}}}
+	errBodyTooLarge     = &httpError{status: http.StatusRequestEntityTooLarge, detail: "Request body too large"}
+)
+
+// readJSON decodes the request body, a single JSON object of at most
+// maxBodyBytes, into dst. Unknown fields are ignored, as the original API
+// did. Request fields are jsonString and friends, which never fail to
+// decode, so the handler's validate reports every field problem at once.
+func readJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return errBodyTooLarge
+		}
+		return &httpError{status: http.StatusBadRequest, detail: "Could not read request body"}
+	}
+	return decodeObject(body, "body", dst)
+}
+
+// decodeObject decodes one JSON object into dst; loc names it in errors.
+func decodeObject(body []byte, loc string, dst any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return invalid(fieldError{Type: "json_invalid", Loc: []string{loc}, Msg: "JSON decode error"})
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return invalid(fieldError{Type: "json_invalid", Loc: []string{loc}, Msg: "JSON decode error: unexpected data after the JSON value"})
+	}
+	if raw[0] != '{' {
+		return invalid(fieldError{Type: "model_attributes_type", Loc: []string{loc}, Msg: "Input should be a valid dictionary or object to extract fields from"})
+	}
+	if err := json.Unmarshal(raw, dst); err != nil {
+		// Only a field type without a lenient decoder gets here.
+		return invalid(fieldError{Type: "json_invalid", Loc: []string{loc}, Msg: "JSON decode error"})
+	}
+	return nil
+}
+
+// writeJSON is the only writer of JSON responses.
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, err = w.Write(append(b, '\n'))
+	if err != nil {
+		return errResponseStarted
+	}
+	return nil
+}
+
+// writeError is the one mapping from errors to HTTP responses. Errors it does
+// not know become a 500 with a generic body; the error itself goes to the
+// request log, never to the client.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		verr *validationError
+		herr *httpError
+	)
+	switch {
+	case errors.Is(err, errResponseStarted):
+		return
+	case errors.As(err, &verr):
+		_ = writeJSON(w, http.StatusUnprocessableEntity, map[string]any{"detail": verr.problems})
+	case errors.As(err, &herr):
+		for k, v := range herr.header {
+			w.Header()[k] = v
+		}
+		body := map[string]any{"detail": herr.detail}
+		for k, v := range herr.extra {
+			body[k] = v
+		}
+		_ = writeJSON(w, herr.status, body)
+	case errors.Is(err, errNotFound):
+		_ = writeJSON(w, http.StatusNotFound, map[string]any{"detail": "Not Found"})
+	case errors.Is(err, errConflict):
+		_ = writeJSON(w, http.StatusConflict, map[string]any{"detail": "Conflict"})
+	case errors.Is(err, errUnavailable):
+		noteRequestError(r, err)
+		_ = writeJSON(w, http.StatusServiceUnavailable, map[string]any{"detail": "Database unavailable"})
+	default:
+		noteRequestError(r, err)
+		_ = writeJSON(w, http.StatusInternalServerError, map[string]any{"detail": "Internal Server Error"})
+	}
+}
+
+// errResponseStarted tells writeError the client has gone or the response
+// was already sent: nothing more can be written.
+var errResponseStarted = errors.New("response already started")
+
+// jsonString is a request field that remembers whether it was present and
+// whether it held a JSON string, so validation can say exactly what is wrong.
+type jsonString struct {
+	Value   string
+	Present bool
+	Null    bool
+	IsText  bool
+}
+
+func (s *jsonString) UnmarshalJSON(b []byte) error {
+	s.Present = true
+	s.Null = string(b) == "null"
+	s.IsText = json.Unmarshal(b, &s.Value) == nil && b[0] == '"'
+	return nil
+}
+
+// stringRule is what one request string must satisfy.
+type stringRule struct {
+	required bool
+	min, max int // in characters; max 0 means no limit
+	notBlank bool
+	oneOf    []string
+	pattern  *regexp.Regexp
+}
+
+// check validates one string field, appending its problems.
+func (rule stringRule) check(problems []fieldError, loc []string, s jsonString) []fieldError {
+	switch {
+	case !s.Present || (s.Null && !rule.required):
+		if rule.required {
+			return append(problems, fieldError{Type: "missing", Loc: loc, Msg: "Field required"})
+		}
+		return problems
+	case !s.IsText:
+		return append(problems, fieldError{Type: "string_type", Loc: loc, Msg: "Input should be a valid string"})
+	case strings.ContainsRune(s.Value, 0):
+		return append(problems, fieldError{Type: "value_error", Loc: loc, Msg: "Value error, string must not contain NUL characters"})
+	}
+	if len(rule.oneOf) > 0 {
+		for _, v := range rule.oneOf {
+			if s.Value == v {
+				return problems
+			}
+		}
+		return append(problems, fieldError{Type: "enum", Loc: loc, Msg: "Input should be " + quoteList(rule.oneOf)})
+	}
+	n := utf8.RuneCountInString(s.Value)
+	switch {
+	case n < rule.min:
+		return append(problems, fieldError{Type: "string_too_short", Loc: loc, Msg: fmt.Sprintf("String should have at least %d %s", rule.min, plural(rule.min, "character"))})
+	case rule.max > 0 && n > rule.max:
+		return append(problems, fieldError{Type: "string_too_long", Loc: loc, Msg: fmt.Sprintf("String should have at most %d %s", rule.max, plural(rule.max, "character"))})
+	case rule.notBlank && strings.TrimSpace(s.Value) == "":
+		return append(problems, fieldError{Type: "string_too_short", Loc: loc, Msg: "String should not be blank"})
+	case rule.pattern != nil && !rule.pattern.MatchString(s.Value):
+		return append(problems, fieldError{Type: "string_pattern_mismatch", Loc: loc, Msg: fmt.Sprintf("String should match pattern '%s'", rule.pattern)})
+	}
+	return problems
+}
+
+// quoteList renders 'a', 'b' or 'c' the way pydantic lists allowed values.
+func quoteList(values []string) string {
+	q := make([]string, len(values))
+	for i, v := range values {
+		q[i] = "'" + v + "'"
+	}
+	if len(q) == 1 {
+		return q[0]
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// parseIntParam parses an integer path or query parameter within [min, max].
+func parseIntParam(loc []string, raw string, min, max int64) (int64, *fieldError) {
+	n, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil {
+		return 0, &fieldError{Type: "int_parsing", Loc: loc, Msg: "Input should be a valid integer, unable to parse string as an integer"}
+	}
+	if n < min {
+		return 0, &fieldError{Type: "greater_than_equal", Loc: loc, Msg: fmt.Sprintf("Input should be greater than or equal to %d", min)}
+	}
+	if n > max {
+		return 0, &fieldError{Type: "less_than_equal", Loc: loc, Msg: fmt.Sprintf("Input should be less than or equal to %d", max)}
+	}
+	return n, nil
+}

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// testDB is the PostgreSQL server of this test binary: a throwaway cluster
+// started by TestMain, or the server TEST_DATABASE_URL names.
+var testDB struct {
+	baseDSN  string // a DSN of the server; withDBName picks the database
+	template string // a database with the schema applied, cloned per test
+	counter  atomic.Int64
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	ctx := context.Background()
+	testDB.baseDSN = os.Getenv("TEST_DATABASE_URL")
+	if testDB.baseDSN == "" {
+		dir, err := os.MkdirTemp("", "incidents-test-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: temp dir:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		cluster, err := startPGCluster(ctx, dir, pgClusterOptions{throwaway: true})
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: the tests need a real PostgreSQL and could not start one: %v\n"+
+				"Install the PostgreSQL server binaries (Debian: apt install postgresql) or set TEST_DATABASE_URL.\n", err)
+			return 1
+		}
+		defer cluster.Stop()
+		testDB.baseDSN = cluster.DSN("postgres")
+	}
+	testDB.template = fmt.Sprintf("incidents_template_%d", os.Getpid())
+	if err := createTemplate(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: prepare the template database:", err)
+		return 1
+	}
+	defer dropDatabase(testDB.template)
+	return m.Run()
+}
+
+// createTemplate makes the database every test database is cloned from.
+func createTemplate(ctx context.Context) error {
+	admin, err := sql.Open("postgres", testDB.baseDSN)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+quoteIdent(testDB.template)); err != nil {
+		return err
+	}
+	st, err := openStore(ctx, withDBName(testDB.baseDSN, testDB.template), 5*time.Second)
+	if err != nil {
+		return err
+	}
+	return st.Close()
+}
+
+func dropDatabase(name string) error {
+	admin, err := sql.Open("postgres", testDB.baseDSN)
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	_, err = admin.Exec("DROP DATABASE IF EXISTS " + quoteIdent(name) + " WITH (FORCE)")
+	return err
+}
+
+// withDBName points a DSN, URL or key=value, at another database.
+func withDBName(dsn, name string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.Path = "/" + name
+		return u.String()
+	}
+	return dsn + " dbname=" + name
+}
+
+// newTestDSN creates a fresh database with the schema for one test and
+// returns its DSN. The database is dropped when the test ends.
+func newTestDSN(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("test_%d_%d", os.Getpid(), testDB.counter.Add(1))
+	admin, err := sql.Open("postgres", testDB.baseDSN)
+	if err != nil {
+		t.Fatalf("open admin connection: %v", err)
+	}
+	defer admin.Close()
+	if _, err := admin.Exec("CREATE DATABASE " + quoteIdent(name) + " TEMPLATE " + quoteIdent(testDB.template) + " STRATEGY FILE_COPY"); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := dropDatabase(name); err != nil {
+			t.Errorf("drop test database: %v", err)
+		}
+	})
+	return withDBName(testDB.baseDSN, name)
+}
+
+// newTestStore opens a store on a fresh database.
+func newTestStore(t testing.TB) *store {
+	t.Helper()
+	st, err := openStore(context.Background(), newTestDSN(t), 5*time.Second)
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// testConfig is a valid configuration for tests.
+func testConfig() config {
+	cfg, err := loadConfig(func(k string) string {
+		return map[string]string{"SECRET_KEY": strings.Repeat("k", 32), "DATABASE_URL": "postgres://unused"}[k]
+	}, false)
+	if err != nil {
+		panic(err)
+	}
+	return cfg
+}
+
+// testClock is a clock tests move by hand.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// testServer is a server on a fresh database behind httptest.
+type testServer struct {
+	*httptest.Server
+	srv   *server
+	st    *store
+	clock *testClock
+}
+
+// newTestServer starts a server on a fresh database; adjust, if given, may
+// change the configuration first.
+func newTestServer(t testing.TB, adjust ...func(*config)) *testServer {
+	t.Helper()
+	cfg := testConfig()
+	for _, f := range adjust {
+		f(&cfg)
+	}
+	st := newTestStore(t)
+	return newTestServerOn(t, st, cfg)
+}
+
+// newTestServerOn starts a server on an existing store.
+func newTestServerOn(t testing.TB, st *store, cfg config) *testServer {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	srv, err := newServer(cfg, st, logger)
+	if err != nil {
+		t.Fatalf("new server: %v", err)
+	}
+	clock := &testClock{t: time.Now().UTC().Truncate(time.Microsecond)}
+	srv.now = clock.Now
+	ts := httptest.NewServer(srv.routes())
+	t.Cleanup(ts.Close)
+	return &testServer{Server: ts, srv: srv, st: st, clock: clock}
+}
+
+// response is what a test request got back.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// json decodes the body into v, failing the test if it is not JSON.
+func (r response) json(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("response body %q is not JSON: %v", r.body, err)
+	}
+}
+
+// detail returns the "detail" of an error body.
+func (r response) detail(t testing.TB) any {
+	t.Helper()
+	var body map[string]any
+	r.json(t, &body)
+	return body["detail"]
+}
+
+// request sends a request; headers come in name, value pairs. A body that
+// does not start like JSON is sent as a form.
+func (ts *testServer) request(t testing.TB, method, path, body string, headers ...string) response {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, ts.URL+path, rd)
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// mustStatus fails the test unless the response has the wanted status.
+func (r response) mustStatus(t testing.TB, what string, want int) response {
+	t.Helper()
+	if r.status != want {
+		t.Fatalf("%s: status = %d, want %d; body %s", what, r.status, want, r.body)
+	}
+	return r
+}
+
+// register creates a user and returns a token for it.
+func (ts *testServer) register(t testing.TB, username, password string) string {
+	t.Helper()
+	body := fmt.Sprintf(`{"username":%q,"password":%q}`, username, password)
+	ts.request(t, "POST", "/api/v1/register", body).mustStatus(t, "register "+username, http.StatusCreated)
+	return ts.login(t, username, password)
+}
+
+// login returns a token.
+func (ts *testServer) login(t testing.TB, username, password string) string {
+	t.Helper()
+	body := fmt.Sprintf(`{"username":%q,"password":%q}`, username, password)
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	ts.request(t, "POST", "/api/v1/login", body).mustStatus(t, "login "+username, http.StatusOK).json(t, &tok)
+	return tok.AccessToken
+}
+
+// createIncident reports an incident and returns it.
+func (ts *testServer) createIncident(t testing.TB, title, severity string) incident {
+	t.Helper()
+	var inc incident
+	body := fmt.Sprintf(`{"title":%q,"description":"d","severity":%q}`, title, severity)
+	ts.request(t, "POST", "/api/v1/incidents", body).mustStatus(t, "create incident", http.StatusCreated).json(t, &inc)
+	return inc
+}
+
+func bearer(token string) []string { return []string{"Authorization", "Bearer " + token} }

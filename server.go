@@ -1,0 +1,294 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+)
+
+// version is reported by GET /.
+const version = "0.1.0"
+
+// server holds everything the handlers need; there is no package state.
+type server struct {
+	cfg       config
+	store     *store
+	log       *slog.Logger
+	now       func() time.Time // tests inject a clock
+	passwords *passwords
+}
+
+func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
+	pw, err := newPasswords()
+	if err != nil {
+		return nil, err
+	}
+	return &server{cfg: cfg, store: st, log: logger, now: time.Now, passwords: pw}, nil
+}
+
+// route is one entry of the API: a net/http pattern and its handler.
+type route struct {
+	pattern string
+	handler func(http.ResponseWriter, *http.Request) error
+}
+
+// routeList is every route the server serves, in one place. A test checks it
+// against openapi.json.
+func (s *server) routeList() []route {
+	return []route{
+		{"GET /{$}", s.handleRoot},
+		{"GET /healthz", s.handleHealth},
+		{"GET /readyz", s.handleReady},
+		{"GET /openapi.json", s.handleOpenAPI},
+		{"GET /api/v1/openapi.json", s.handleOpenAPI},
+		{"GET /docs", s.handleDocs},
+		{"GET /docs/init.js", s.handleDocsInit},
+		{"GET /redoc", s.handleRedoc},
+
+		{"POST /api/v1/register", s.handleRegister},
+		{"POST /api/v1/login", s.handleLogin},
+		{"GET /api/v1/me", s.handleMe},
+
+		{"POST /api/v1/incidents", s.handleIncidentCreate},
+		{"GET /api/v1/incidents", s.handleIncidentList},
+		{"GET /api/v1/incidents/{id}", s.handleIncidentGet},
+		{"PATCH /api/v1/incidents/{id}/resolve", s.handleIncidentResolve},
+	}
+}
+
+// routes builds the whole HTTP handler: the routes and the middleware
+// around them.
+func (s *server) routes() http.Handler {
+	mux := http.NewServeMux()
+	for _, rt := range s.routeList() {
+		mux.Handle(rt.pattern, s.handle(rt.handler))
+	}
+	return s.logRequests(s.recoverPanics(securityHeaders(s.cors(jsonMuxErrors(mux)))))
+}
+
+// handle adapts a handler that returns an error to http.Handler; every error
+// goes through writeError.
+func (s *server) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			writeError(w, r, err)
+		}
+	})
+}
+
+// jsonMuxErrors answers the mux's own 404 and 405 in the API's JSON error
+// shape instead of plain text, keeping the Allow header of a 405.
+func jsonMuxErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		rec := &headerRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		switch rec.status {
+		case http.StatusNotFound:
+			writeError(w, r, &httpError{status: http.StatusNotFound, detail: "Not Found"})
+		case http.StatusMethodNotAllowed:
+			writeError(w, r, &httpError{status: http.StatusMethodNotAllowed, detail: "Method Not Allowed", header: http.Header{"Allow": rec.header.Values("Allow")}})
+		default: // a redirect to the canonical path
+			h.ServeHTTP(w, r)
+		}
+	})
+}
+
+// headerRecorder captures the status and headers the mux would send.
+type headerRecorder struct {
+	header http.Header
+	status int
+}
+
+func (h *headerRecorder) Header() http.Header         { return h.header }
+func (h *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (h *headerRecorder) WriteHeader(status int)      { h.status = status }
+
+// cors answers preflight requests and marks responses for the origins in
+// ALLOWED_ORIGINS. Other origins get no CORS headers.
+func (s *server) cors(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Add("Vary", "Origin")
+		allowed := slices.Contains(s.cfg.allowedOrigins, origin)
+		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+		if allowed {
+			w.Header().Set("Access-Control-Allow-Origin", origin)
+			w.Header().Set("Access-Control-Expose-Headers", "Link, ETag, X-Dedup, X-Request-ID, Retry-After")
+		}
+		switch {
+		case preflight && allowed:
+			w.Header().Set("Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE, OPTIONS")
+			w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match, Last-Event-ID")
+			w.Header().Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+		case preflight:
+			writeError(w, r, &httpError{status: http.StatusForbidden, detail: "Origin not allowed"})
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// securityHeaders sets the headers every response carries.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// recoverPanics turns a panicking handler into a logged 500.
+func (s *server) recoverPanics(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				writeError(w, r, fmt.Errorf("panic: %v", v))
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// requestInfo travels in the request context so the one log line per
+// request can carry the internal error writeError kept from the client.
+type requestInfo struct {
+	id  string
+	err error
+}
+
+type requestInfoKey struct{}
+
+// noteRequestError records err for the request log.
+func noteRequestError(r *http.Request, err error) {
+	if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
+		info.err = err
+	}
+}
+
+// logRequests writes one line per request: method, route pattern, status,
+// duration and request id. It logs the path, never the query string, which
+// may carry credentials.
+func (s *server) logRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &requestInfo{id: newRequestID()}
+		w.Header().Set("X-Request-ID", info.id)
+		r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		level := slog.LevelInfo
+		switch {
+		case rec.status >= 500:
+			level = slog.LevelError
+		case rec.status >= 400:
+			level = slog.LevelDebug
+		}
+		attrs := []slog.Attr{
+			slog.String("request_id", info.id),
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.String("route", r.Pattern),
+			slog.Int("status", rec.status),
+			slog.Duration("duration", time.Since(start)),
+		}
+		if info.err != nil {
+			attrs = append(attrs, slog.String("error", info.err.Error()))
+		}
+		s.log.LogAttrs(r.Context(), level, "request", attrs...)
+	})
+}
+
+func newRequestID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// statusRecorder remembers the status of a response. It passes Flush and
+// Hijack through, or SSE and WebSocket upgrades would break behind it.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (rec *statusRecorder) WriteHeader(status int) {
+	if rec.status == 0 {
+		rec.status = status
+	}
+	rec.ResponseWriter.WriteHeader(status)
+}
+
+func (rec *statusRecorder) Write(b []byte) (int, error) {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	return rec.ResponseWriter.Write(b)
+}
+
+func (rec *statusRecorder) Flush() {
+	if f, ok := rec.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (rec *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := rec.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("response writer does not support hijacking")
+	}
+	if rec.status == 0 {
+		rec.status = http.StatusSwitchingProtocols
+	}
+	return h.Hijack()
+}
+
+func (rec *statusRecorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
+
+// handleRoot handles GET /.
+func (s *server) handleRoot(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]string{
+		"name":    "incidents",
+		"version": version,
+		"docs":    "/docs",
+		"redoc":   "/redoc",
+		"openapi": "/openapi.json",
+	})
+}
+
+// handleHealth handles GET /healthz: the process is up.
+func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) error {
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleReady handles GET /readyz: the database answers.
+func (s *server) handleReady(w http.ResponseWriter, r *http.Request) error {
+	if err := s.store.Ping(r.Context()); err != nil {
+		noteRequestError(r, err)
+		return &httpError{status: http.StatusServiceUnavailable, detail: "Database unavailable"}
+	}
+	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
