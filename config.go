@@ -25,6 +25,7 @@ type config struct {
 	docsRedocJS     string
 	dbTimeout       time.Duration
 	shutdownTimeout time.Duration
+	wsPingInterval  time.Duration
 }
 
 // minSecretKeyBytes is the shortest SECRET_KEY accepted: an HMAC key shorter
@@ -46,6 +47,7 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 		docsRedocJS:     "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
 		dbTimeout:       5 * time.Second,
 		shutdownTimeout: 10 * time.Second,
+		wsPingInterval:  30 * time.Second,
 	}
 	var problems []string
 	if cfg.databaseURL == "" && !dev {
@@ -93,6 +95,14 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 			problems = append(problems, fmt.Sprintf("PORT must be a port number, not %q", p))
 		} else {
 			cfg.addr = ":" + p
+		}
+	}
+	if v := getenv("WS_PING_INTERVAL"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > time.Hour {
+			problems = append(problems, fmt.Sprintf("WS_PING_INTERVAL must be a duration from 1s to 1h, such as 30s, not %q", v))
+		} else {
+			cfg.wsPingInterval = d
 		}
 	}
 	for name, dst := range map[string]*string{"DOCS_SWAGGER_JS": &cfg.docsSwaggerJS, "DOCS_SWAGGER_CSS": &cfg.docsSwaggerCSS, "DOCS_REDOC_JS": &cfg.docsRedocJS} {

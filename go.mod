@@ -6,6 +6,7 @@ require (
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/lib/pq v1.12.3
 	golang.org/x/crypto v0.59.0
+	golang.org/x/net v0.62.0
 )
 
 require golang.org/x/sys v0.50.0 // indirect

@@ -93,6 +93,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
+	streamCtx, stopStream := context.WithCancel(context.Background())
+	defer stopStream()
+	if err := srv.startStream(streamCtx); err != nil {
+		return err
+	}
+
 	ln, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return err
@@ -103,6 +109,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	// Shutdown does not wait for hijacked WebSocket connections: the hub
+	// closes them with "going away" and ends SSE streams.
+	httpServer.RegisterOnShutdown(srv.hub.shutdown)
 	url := "http://" + displayAddr(ln.Addr())
 	logger.Info("listening", "url", url, "docs", url+"/docs")
 
@@ -119,6 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := httpServer.Shutdown(shutdownCtx); err != nil {
 		logger.Warn("shutdown: requests still running were cut off", "error", err)
 	}
+	srv.hub.wait(shutdownCtx)
 	return nil
 }
 

@@ -98,13 +98,19 @@ func withDBName(dsn, name string) string {
 // returns its DSN. The database is dropped when the test ends.
 func newTestDSN(t testing.TB) string {
 	t.Helper()
+	return newDatabase(t, testDB.template)
+}
+
+// newDatabase creates a database from template for one test.
+func newDatabase(t testing.TB, template string) string {
+	t.Helper()
 	name := fmt.Sprintf("test_%d_%d", os.Getpid(), testDB.counter.Add(1))
 	admin, err := sql.Open("postgres", testDB.baseDSN)
 	if err != nil {
 		t.Fatalf("open admin connection: %v", err)
 	}
 	defer admin.Close()
-	if _, err := admin.Exec("CREATE DATABASE " + quoteIdent(name) + " TEMPLATE " + quoteIdent(testDB.template) + " STRATEGY FILE_COPY"); err != nil {
+	if _, err := admin.Exec("CREATE DATABASE " + quoteIdent(name) + " TEMPLATE " + quoteIdent(template) + " STRATEGY FILE_COPY"); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() {
@@ -171,8 +177,16 @@ func newTestServer(t testing.TB, adjust ...func(*config)) *testServer {
 	for _, f := range adjust {
 		f(&cfg)
 	}
-	st := newTestStore(t)
-	return newTestServerOn(t, st, cfg)
+	dsn := newTestDSN(t)
+	st, err := openStore(context.Background(), dsn, 5*time.Second)
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg.databaseURL = dsn
+	ts := newTestServerOn(t, st, cfg)
+	ts.startStream(t)
+	return ts
 }
 
 // newTestServerOn starts a server on an existing store.
@@ -188,9 +202,21 @@ func newTestServerOn(t testing.TB, st *store, cfg config) *testServer {
 	}
 	clock := &testClock{t: time.Now().UTC().Truncate(time.Microsecond)}
 	srv.now = clock.Now
-	ts := httptest.NewServer(srv.routes())
+	ts := httptest.NewUnstartedServer(srv.routes())
+	ts.Config.RegisterOnShutdown(srv.hub.shutdown)
+	ts.Start()
 	t.Cleanup(ts.Close)
 	return &testServer{Server: ts, srv: srv, st: st, clock: clock}
+}
+
+// startStream runs the server's event feed until the test ends.
+func (ts *testServer) startStream(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := ts.srv.startStream(ctx); err != nil {
+		t.Fatalf("start stream: %v", err)
+	}
+	t.Cleanup(cancel)
 }
 
 // response is what a test request got back.

@@ -107,3 +107,17 @@ CREATE TABLE IF NOT EXISTS incident_events (
     data        jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incident_events_incident_idx ON incident_events (incident_id, id);
+
+-- The real-time stream: every appended event notifies listeners with its id
+-- (never the row: payloads are capped at 8000 bytes). NOTIFY is delivered at
+-- commit, so rolled-back events notify no one.
+CREATE OR REPLACE FUNCTION incident_events_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('incident_events', NEW.id::text);
+    RETURN NULL;
+END
+$$;
+CREATE OR REPLACE TRIGGER incident_events_notify
+    AFTER INSERT ON incident_events
+    FOR EACH ROW EXECUTE FUNCTION incident_events_notify();

@@ -24,6 +24,11 @@ type server struct {
 	log       *slog.Logger
 	now       func() time.Time // tests inject a clock
 	passwords *passwords
+	hub       *hub
+	feed      *eventFeed
+	// pingInterval is how often idle streams get a WebSocket ping or an SSE
+	// comment, so proxies keep them open.
+	pingInterval time.Duration
 }
 
 func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
@@ -31,7 +36,26 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &server{cfg: cfg, store: st, log: logger, now: time.Now, passwords: pw}, nil
+	h := newHub()
+	return &server{
+		cfg:          cfg,
+		store:        st,
+		log:          logger,
+		now:          time.Now,
+		passwords:    pw,
+		hub:          h,
+		feed:         newEventFeed(st, h, logger, cfg.databaseURL),
+		pingInterval: cfg.wsPingInterval,
+	}, nil
+}
+
+// startStream positions the event feed and runs it until ctx ends.
+func (s *server) startStream(ctx context.Context) error {
+	if err := s.feed.start(ctx); err != nil {
+		return fmt.Errorf("start the event stream: %w", err)
+	}
+	go s.feed.run(ctx)
+	return nil
 }
 
 // route is one entry of the API: a net/http pattern and its handler.
@@ -61,6 +85,9 @@ func (s *server) routeList() []route {
 		{"GET /api/v1/incidents", s.handleIncidentList},
 		{"GET /api/v1/incidents/{id}", s.handleIncidentGet},
 		{"PATCH /api/v1/incidents/{id}/resolve", s.handleIncidentResolve},
+
+		{"GET /api/v1/ws", s.handleWS},
+		{"GET /api/v1/events", s.handleSSE},
 	}
 }
 

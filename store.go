@@ -348,3 +348,56 @@ func (st *store) ResolveIncident(ctx context.Context, id, actorID int64, now tim
 	})
 	return inc, err
 }
+
+// storedEvent is one row of incident_events: a change to an incident, with
+// the incident as it was after the change.
+type storedEvent struct {
+	Seq        int64
+	IncidentID int64
+	Type       string
+	Actor      *string // username; nil for the system or a deleted user
+	CreatedAt  time.Time
+	Data       json.RawMessage
+}
+
+// LatestEventSeq returns the newest event's sequence number, 0 when none.
+func (st *store) LatestEventSeq(ctx context.Context) (int64, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	var seq int64
+	err := st.db.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM incident_events`).Scan(&seq)
+	return seq, st.mapErr(err)
+}
+
+// EventsAfter returns up to limit events with after < seq <= upTo (upTo 0:
+// no bound), in sequence order.
+func (st *store) EventsAfter(ctx context.Context, after, upTo int64, limit int) ([]storedEvent, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	if upTo <= 0 {
+		upTo = 1<<63 - 1
+	}
+	rows, err := st.db.QueryContext(ctx, `SELECT e.id, e.incident_id, e.type, actor.username, e.created_at, e.data
+		FROM incident_events e LEFT JOIN users actor ON actor.id = e.actor_id
+		WHERE e.id > $1 AND e.id <= $2 ORDER BY e.id LIMIT $3`, after, upTo, limit)
+	if err != nil {
+		return nil, st.mapErr(err)
+	}
+	defer rows.Close()
+	var events []storedEvent
+	for rows.Next() {
+		var (
+			e     storedEvent
+			actor sql.NullString
+		)
+		if err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &e.CreatedAt, &e.Data); err != nil {
+			return nil, st.mapErr(err)
+		}
+		if actor.Valid {
+			e.Actor = &actor.String
+		}
+		e.CreatedAt = e.CreatedAt.UTC()
+		events = append(events, e)
+	}
+	return events, st.mapErr(rows.Err())
+}

@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"golang.org/x/crypto/argon2"
+)
+
+// problemTypes lists the type of every problem in a 422 body.
+func problemTypes(t *testing.T, r response) []string {
+	t.Helper()
+	var body struct {
+		Detail []fieldError `json:"detail"`
+	}
+	r.json(t, &body)
+	var types []string
+	for _, p := range body.Detail {
+		types = append(types, p.Type+"@"+strings.Join(p.Loc, "."))
+	}
+	return types
+}
+
+func TestRegisterValidation(t *testing.T) {
+	ts := newTestServer(t)
+	for _, tt := range []struct {
+		name      string
+		body      string
+		wantTypes []string
+	}{
+		{"empty object", `{}`, []string{"missing@body.username", "missing@body.password"}},
+		{"short username and password", `{"username":"ab","password":"1234567"}`, []string{"string_too_short@body.username", "string_too_short@body.password"}},
+		{"long username", `{"username":"` + strings.Repeat("a", 51) + `","password":"admin123"}`, []string{"string_too_long@body.username"}},
+		{"long password", `{"username":"alice","password":"` + strings.Repeat("p", 129) + `"}`, []string{"string_too_long@body.password"}},
+		{"username with space", `{"username":"al ice","password":"admin123"}`, []string{"string_pattern_mismatch@body.username"}},
+		{"username not a string", `{"username":123,"password":true}`, []string{"string_type@body.username", "string_type@body.password"}},
+		{"null username", `{"username":null,"password":"admin123"}`, []string{"string_type@body.username"}},
+		{"NUL in password", `{"username":"alice","password":"admin123\u0000"}`, []string{"value_error@body.password"}},
+		{"not JSON", `{"username":`, []string{"json_invalid@body"}},
+		{"not an object", `["alice","admin123"]`, []string{"model_attributes_type@body"}},
+		{"trailing data", `{"username":"alice","password":"admin123"} {}`, []string{"json_invalid@body"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ts.request(t, "POST", "/api/v1/register", tt.body)
+			r.mustStatus(t, "POST /api/v1/register", http.StatusUnprocessableEntity)
+			if got := problemTypes(t, r); !reflect.DeepEqual(got, tt.wantTypes) {
+				t.Errorf("problems = %v, want %v", got, tt.wantTypes)
+			}
+		})
+	}
+}
+
+func TestRegisterAndLogin(t *testing.T) {
+	ts := newTestServer(t)
+
+	r := ts.request(t, "POST", "/api/v1/register", `{"username":"admin","password":"admin123","extra":"ignored"}`)
+	r.mustStatus(t, "register", http.StatusCreated)
+	var reg map[string]any
+	r.json(t, &reg)
+	if want := map[string]any{"message": "User registered successfully", "data": "admin"}; !reflect.DeepEqual(reg, want) {
+		t.Errorf("register body = %v, want %v", reg, want)
+	}
+
+	for _, name := range []string{"admin", "ADMIN", "Admin"} {
+		r := ts.request(t, "POST", "/api/v1/register", fmt.Sprintf(`{"username":%q,"password":"other-password"}`, name))
+		r.mustStatus(t, "duplicate register "+name, http.StatusConflict)
+		if d := r.detail(t); d != "Username already registered" {
+			t.Errorf("duplicate register detail = %v, want Username already registered", d)
+		}
+	}
+
+	// JSON login, form login (the OAuth2 password flow) and any case of the name.
+	for _, tt := range []struct {
+		name, contentType, body string
+	}{
+		{"json", "application/json", `{"username":"admin","password":"admin123"}`},
+		{"form", "application/x-www-form-urlencoded", "grant_type=password&username=admin&password=admin123&scope="},
+		{"form with charset", "application/x-www-form-urlencoded; charset=utf-8", "username=admin&password=admin123"},
+		{"other case", "application/json", `{"username":"ADMIN","password":"admin123"}`},
+	} {
+		t.Run("login "+tt.name, func(t *testing.T) {
+			r := ts.request(t, "POST", "/api/v1/login", tt.body, "Content-Type", tt.contentType)
+			r.mustStatus(t, "login", http.StatusOK)
+			var tok map[string]string
+			r.json(t, &tok)
+			if tok["token_type"] != "bearer" || strings.Count(tok["access_token"], ".") != 2 {
+				t.Fatalf("login body = %v, want a bearer JWT", tok)
+			}
+			if got := r.header.Get("Cache-Control"); got != "no-store" {
+				t.Errorf("Cache-Control = %q, want no-store", got)
+			}
+			var me map[string]any
+			ts.request(t, "GET", "/api/v1/me", "", bearer(tok["access_token"])...).mustStatus(t, "me", http.StatusOK).json(t, &me)
+			if me["username"] != "admin" || me["id"] == nil || me["created_at"] == nil {
+				t.Errorf("me = %v, want id, username admin, created_at", me)
+			}
+		})
+	}
+
+	for _, tt := range []struct {
+		name, contentType, body string
+		wantStatus              int
+	}{
+		{"wrong password", "application/json", `{"username":"admin","password":"admin124"}`, http.StatusUnauthorized},
+		{"unknown user", "application/json", `{"username":"nobody","password":"admin123"}`, http.StatusUnauthorized},
+		// A password registration would refuse is just wrong, never a 422.
+		{"short password", "application/json", `{"username":"admin","password":"x"}`, http.StatusUnauthorized},
+		{"empty password", "application/json", `{"username":"admin","password":""}`, http.StatusUnauthorized},
+		{"huge username", "application/json", `{"username":"` + strings.Repeat("a", 500) + `","password":"admin123"}`, http.StatusUnauthorized},
+		{"form wrong password", "application/x-www-form-urlencoded", "username=admin&password=nope", http.StatusUnauthorized},
+		{"missing password", "application/json", `{"username":"admin"}`, http.StatusUnprocessableEntity},
+		{"form missing username", "application/x-www-form-urlencoded", "password=admin123", http.StatusUnprocessableEntity},
+	} {
+		t.Run("login "+tt.name, func(t *testing.T) {
+			r := ts.request(t, "POST", "/api/v1/login", tt.body, "Content-Type", tt.contentType)
+			r.mustStatus(t, "login", tt.wantStatus)
+			if tt.wantStatus == http.StatusUnauthorized {
+				if d := r.detail(t); d != "Incorrect username or password" {
+					t.Errorf("detail = %v, want Incorrect username or password", d)
+				}
+				if got := r.header.Get("WWW-Authenticate"); got != "Bearer" {
+					t.Errorf("WWW-Authenticate = %q, want Bearer", got)
+				}
+			}
+		})
+	}
+}
+
+func TestRegisterConcurrentDuplicates(t *testing.T) {
+	ts := newTestServer(t)
+	const n = 8
+	statuses := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := "racer"
+			if i%2 == 1 {
+				name = "RACER"
+			}
+			statuses[i] = ts.request(t, "POST", "/api/v1/register", fmt.Sprintf(`{"username":%q,"password":"password-%d"}`, name, i)).status
+		}()
+	}
+	wg.Wait()
+	count := map[int]int{}
+	for _, s := range statuses {
+		count[s]++
+	}
+	if count[http.StatusCreated] != 1 || count[http.StatusConflict] != n-1 {
+		t.Errorf("statuses = %v, want one 201 and %d 409", count, n-1)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	ts := newTestServer(t)
+	token := ts.register(t, "alice", "password1")
+	secret := ts.srv.cfg.secretKey
+	now := ts.clock.Now()
+	u, err := ts.st.UserByUsername(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign := func(method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+		if err != nil {
+			t.Fatalf("sign: %v", err)
+		}
+		return s
+	}
+	valid := func() jwt.MapClaims {
+		return jwt.MapClaims{"sub": strconv.FormatInt(u.ID, 10), "username": "alice", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+	}
+	without := func(key string) jwt.MapClaims { c := valid(); delete(c, key); return c }
+	withClaim := func(key string, v any) jwt.MapClaims { c := valid(); c[key] = v; return c }
+
+	for _, tt := range []struct {
+		name       string
+		header     string
+		wantDetail string
+	}{
+		{"no header", "", "Not authenticated"},
+		{"basic scheme", "Basic YWxpY2U6cGFzc3dvcmQx", "Not authenticated"},
+		{"bearer without token", "Bearer ", "Not authenticated"},
+		{"garbage", "Bearer not.a.jwt", "Could not validate credentials"},
+		{"alg none", "Bearer " + sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, valid()), "Could not validate credentials"},
+		{"another key", "Bearer " + sign(jwt.SigningMethodHS256, []byte(strings.Repeat("x", 32)), valid()), "Could not validate credentials"},
+		{"another HS algorithm", "Bearer " + sign(jwt.SigningMethodHS512, secret, valid()), "Could not validate credentials"},
+		{"no exp", "Bearer " + sign(jwt.SigningMethodHS256, secret, without("exp")), "Could not validate credentials"},
+		{"expired", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("exp", now.Add(-time.Minute).Unix())), "Token expired"},
+		{"no sub", "Bearer " + sign(jwt.SigningMethodHS256, secret, without("sub")), "Could not validate credentials"},
+		{"unknown user", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", "999999")), "Could not validate credentials"},
+		{"non-numeric sub", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", "alice")), "Could not validate credentials"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ts.request(t, "GET", "/api/v1/me", "", "Authorization", tt.header)
+			r.mustStatus(t, "GET /api/v1/me", http.StatusUnauthorized)
+			if d := r.detail(t); d != tt.wantDetail {
+				t.Errorf("detail = %v, want %q", d, tt.wantDetail)
+			}
+			if got := r.header.Get("WWW-Authenticate"); got != "Bearer" {
+				t.Errorf("WWW-Authenticate = %q, want Bearer", got)
+			}
+		})
+	}
+
+	t.Run("issued token claims", func(t *testing.T) {
+		claims := jwt.MapClaims{}
+		if _, _, err := jwt.NewParser().ParseUnverified(token, claims); err != nil {
+			t.Fatal(err)
+		}
+		if claims["sub"] != strconv.FormatInt(u.ID, 10) || claims["username"] != "alice" || claims["iat"] == nil {
+			t.Errorf("claims = %v, want sub, username, iat", claims)
+		}
+		if exp, _ := claims["exp"].(float64); int64(exp) != now.Add(time.Hour).Unix() {
+			t.Errorf("exp = %v, want iat + ACCESS_TOKEN_EXPIRE_MINUTES", claims["exp"])
+		}
+	})
+
+	t.Run("token expires on the clock", func(t *testing.T) {
+		ts.request(t, "GET", "/api/v1/me", "", bearer(token)...).mustStatus(t, "fresh token", http.StatusOK)
+		ts.clock.Advance(61 * time.Minute)
+		defer ts.clock.Advance(-61 * time.Minute)
+		r := ts.request(t, "GET", "/api/v1/me", "", bearer(token)...)
+		r.mustStatus(t, "old token", http.StatusUnauthorized)
+		if d := r.detail(t); d != "Token expired" {
+			t.Errorf("detail = %v, want Token expired", d)
+		}
+	})
+
+	t.Run("deleted user", func(t *testing.T) {
+		other := ts.register(t, "bob", "password2")
+		if _, err := ts.st.db.Exec(`DELETE FROM users WHERE username = 'bob'`); err != nil {
+			t.Fatal(err)
+		}
+		r := ts.request(t, "GET", "/api/v1/me", "", bearer(other)...)
+		r.mustStatus(t, "deleted user's token", http.StatusUnauthorized)
+	})
+}
+
+// legacyHash makes a hash the way the original service stored them.
+func legacyHash(password string) string {
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	key := argon2.IDKey([]byte(password), salt, 3, 65536, 4, 32)
+	b64 := base64.RawStdEncoding
+	return "$argon2id$v=19$m=65536,t=3,p=4$" + b64.EncodeToString(salt) + "$" + b64.EncodeToString(key)
+}
+
+func TestPasswords(t *testing.T) {
+	p, err := newPasswords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	hash, err := p.hash(ctx, "correct horse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(hash, "$argon2id$v=19$m=19456,t=2,p=1$") {
+		t.Errorf("hash = %q, want OWASP parameters in PHC form", hash)
+	}
+	old := legacyHash("admin123")
+	for _, tt := range []struct {
+		name, password, hash string
+		want                 bool
+	}{
+		{"new hash, right password", "correct horse", hash, true},
+		{"new hash, wrong password", "correct horsE", hash, false},
+		{"legacy hash, right password", "admin123", old, true},
+		{"legacy hash, wrong password", "admin124", old, false},
+		{"bcrypt hash", "admin123", "$2b$12$abcdefghijklmnopqrstuu5zZxkP4E1eKSYbqGNL2GZl7/bF4hxfi", false},
+		{"argon2i", "admin123", strings.Replace(old, "argon2id", "argon2i", 1), false},
+		{"absurd memory", "admin123", strings.Replace(old, "m=65536", "m=99999999", 1), false},
+		{"empty", "admin123", "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := p.verify(ctx, tt.password, tt.hash)
+			if err != nil || got != tt.want {
+				t.Errorf("verify = %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,476 @@
+package main
+
+import (
+	"bytes"
+	"database/sql"
+	"fmt"
+	"net/http"
+	"reflect"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestIncidentCreateValidation(t *testing.T) {
+	ts := newTestServer(t)
+	for _, tt := range []struct {
+		name      string
+		body      string
+		wantTypes []string
+	}{
+		{"missing title and severity", `{"description":"x"}`, []string{"missing@body.title", "missing@body.severity"}},
+		{"several problems at once", `{"title":"","description":5,"severity":"urgent"}`, []string{"string_too_short@body.title", "string_type@body.description", "enum@body.severity"}},
+		{"blank title", `{"title":"   ","severity":"low"}`, []string{"string_too_short@body.title"}},
+		{"long title", `{"title":"` + strings.Repeat("t", 201) + `","severity":"low"}`, []string{"string_too_long@body.title"}},
+		{"long description", `{"title":"t","description":"` + strings.Repeat("d", 10001) + `","severity":"low"}`, []string{"string_too_long@body.description"}},
+		{"severity is case-sensitive", `{"title":"t","severity":"High"}`, []string{"enum@body.severity"}},
+		{"severity not a string", `{"title":"t","severity":3}`, []string{"string_type@body.severity"}},
+		{"title not a string", `{"title":["t"],"severity":"low"}`, []string{"string_type@body.title"}},
+		{"NUL in title", `{"title":"a\u0000b","severity":"low"}`, []string{"value_error@body.title"}},
+		{"NUL in description", `{"title":"t","description":"\u0000","severity":"low"}`, []string{"value_error@body.description"}},
+		{"invalid JSON", `{"title":"t",`, []string{"json_invalid@body"}},
+		{"empty body", ``, []string{"json_invalid@body"}},
+		{"not an object", `"disk full"`, []string{"model_attributes_type@body"}},
+		{"null body", `null`, []string{"model_attributes_type@body"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ts.request(t, "POST", "/api/v1/incidents", tt.body, "Content-Type", "application/json")
+			r.mustStatus(t, "POST /api/v1/incidents", http.StatusUnprocessableEntity)
+			if got := problemTypes(t, r); !reflect.DeepEqual(got, tt.wantTypes) {
+				t.Errorf("problems = %v, want %v", got, tt.wantTypes)
+			}
+		})
+	}
+	var n int
+	if err := ts.st.db.QueryRow(`SELECT count(*) FROM incidents`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("incidents stored after invalid requests = %d (%v), want 0", n, err)
+	}
+}
+
+func TestIncidentCreate(t *testing.T) {
+	ts := newTestServer(t)
+	r := ts.request(t, "POST", "/api/v1/incidents", `{"title":"Disk full","description":"/var at 100%","severity":"critical","unknown":1}`)
+	r.mustStatus(t, "create", http.StatusCreated)
+	var body map[string]any
+	r.json(t, &body)
+	wantKeys := []string{"created_at", "description", "id", "resolved_at", "resolved_by", "severity", "status", "title", "updated_at"}
+	var keys []string
+	for k := range body {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if !reflect.DeepEqual(keys, wantKeys) {
+		t.Errorf("incident keys = %v, want %v", keys, wantKeys)
+	}
+	if body["title"] != "Disk full" || body["description"] != "/var at 100%" || body["severity"] != "critical" ||
+		body["status"] != "open" || body["resolved_at"] != nil || body["resolved_by"] != nil {
+		t.Errorf("incident = %v", body)
+	}
+	created, _ := body["created_at"].(string)
+	if ts, err := time.Parse(time.RFC3339, created); err != nil || !strings.HasSuffix(created, "Z") || !ts.Equal(ts.UTC()) {
+		t.Errorf("created_at = %q, want RFC 3339 in UTC", created)
+	}
+
+	// description is optional; unicode counts in characters, not bytes.
+	r = ts.request(t, "POST", "/api/v1/incidents", `{"title":"`+strings.Repeat("é", 200)+`","severity":"low"}`)
+	r.mustStatus(t, "200-character title", http.StatusCreated)
+	r.json(t, &body)
+	if body["description"] != "" {
+		t.Errorf("default description = %v, want empty", body["description"])
+	}
+
+	var events int
+	if err := ts.st.db.QueryRow(`SELECT count(*) FROM incident_events WHERE type = 'added'`).Scan(&events); err != nil || events != 2 {
+		t.Errorf("added events = %d (%v), want 2", events, err)
+	}
+}
+
+func TestBodyLimits(t *testing.T) {
+	ts := newTestServer(t)
+	big := `{"title":"t","severity":"low","description":"` + strings.Repeat("x", maxBodyBytes) + `"}`
+	for _, path := range []string{"/api/v1/incidents", "/api/v1/register", "/api/v1/login"} {
+		r := ts.request(t, "POST", path, big)
+		r.mustStatus(t, "POST "+path+" over 1 MiB", http.StatusRequestEntityTooLarge)
+		if d := r.detail(t); d != "Request body too large" {
+			t.Errorf("detail = %v, want Request body too large", d)
+		}
+	}
+	r := ts.request(t, "POST", "/api/v1/login", "password="+strings.Repeat("x", maxBodyBytes), "Content-Type", "application/x-www-form-urlencoded")
+	r.mustStatus(t, "form login over 1 MiB", http.StatusRequestEntityTooLarge)
+}
+
+func TestIncidentGet(t *testing.T) {
+	ts := newTestServer(t)
+	inc := ts.createIncident(t, "API down", "high")
+
+	var got incident
+	ts.request(t, "GET", fmt.Sprintf("/api/v1/incidents/%d", inc.ID), "").mustStatus(t, "get", http.StatusOK).json(t, &got)
+	if !reflect.DeepEqual(got, inc) {
+		t.Errorf("GET = %+v, want what POST returned %+v", got, inc)
+	}
+	for _, tt := range []struct {
+		path       string
+		wantStatus int
+		wantDetail any
+	}{
+		{"/api/v1/incidents/999999", http.StatusNotFound, "Incident not found"},
+		{"/api/v1/incidents/99999999999999", http.StatusNotFound, "Incident not found"},
+		{"/api/v1/incidents/-1", http.StatusNotFound, "Incident not found"},
+		{"/api/v1/incidents/abc", http.StatusUnprocessableEntity, nil},
+		{"/api/v1/incidents/1.5", http.StatusUnprocessableEntity, nil},
+		{"/api/v1/incidents/99999999999999999999", http.StatusUnprocessableEntity, nil},
+	} {
+		r := ts.request(t, "GET", tt.path, "")
+		r.mustStatus(t, "GET "+tt.path, tt.wantStatus)
+		if tt.wantDetail != nil {
+			if d := r.detail(t); d != tt.wantDetail {
+				t.Errorf("GET %s detail = %v, want %v", tt.path, d, tt.wantDetail)
+			}
+		} else if got := problemTypes(t, r); !reflect.DeepEqual(got, []string{"int_parsing@path.id"}) {
+			t.Errorf("GET %s problems = %v, want int_parsing@path.id", tt.path, got)
+		}
+	}
+}
+
+// nextLink extracts the target of a rel="next" Link header.
+var linkPattern = regexp.MustCompile(`^<([^>]+)>; rel="next"$`)
+
+func nextLink(t *testing.T, r response) string {
+	t.Helper()
+	link := r.header.Get("Link")
+	if link == "" {
+		return ""
+	}
+	m := linkPattern.FindStringSubmatch(link)
+	if m == nil {
+		t.Fatalf("Link = %q, want <url>; rel=\"next\"", link)
+	}
+	return m[1]
+}
+
+// walk follows Link headers from path and returns the ids in order.
+func walk(t *testing.T, ts *testServer, path string) []int64 {
+	t.Helper()
+	var ids []int64
+	for pages := 0; path != ""; pages++ {
+		if pages > 1000 {
+			t.Fatal("more than 1000 pages: the Link chain does not end")
+		}
+		r := ts.request(t, "GET", path, "").mustStatus(t, "GET "+path, http.StatusOK)
+		var page []incident
+		r.json(t, &page)
+		for _, inc := range page {
+			ids = append(ids, inc.ID)
+		}
+		next := nextLink(t, r)
+		if next != "" && len(page) == 0 {
+			t.Fatalf("empty page %s has a next link", path)
+		}
+		path = next
+	}
+	return ids
+}
+
+// seedIncidents inserts n incidents straight into the table, fast, with
+// severities cycling through the four values.
+func seedIncidents(t *testing.T, db *sql.DB, n int) {
+	t.Helper()
+	_, err := db.Exec(`INSERT INTO incidents (title, severity, status)
+		SELECT 'seed ' || g, (ARRAY['low','medium','high','critical'])[1 + g % 4],
+		       CASE WHEN g % 3 = 0 THEN 'resolved' ELSE 'open' END
+		FROM generate_series(1, $1) g`, n)
+	if err != nil {
+		t.Fatalf("seed incidents: %v", err)
+	}
+}
+
+func TestIncidentListPagination(t *testing.T) {
+	ts := newTestServer(t)
+	seedIncidents(t, ts.st.db, 300)
+
+	all := walk(t, ts, "/api/v1/incidents?limit=7")
+	if len(all) != 300 {
+		t.Fatalf("walked %d incidents, want 300", len(all))
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i] >= all[i-1] {
+			t.Fatalf("ids not strictly newest first at %d: %d then %d", i, all[i-1], all[i])
+		}
+	}
+	if got := walk(t, ts, "/api/v1/incidents"); len(got) != 300 {
+		t.Errorf("default page size walk = %d incidents, want 300", len(got))
+	}
+	r := ts.request(t, "GET", "/api/v1/incidents", "")
+	var first []incident
+	r.json(t, &first)
+	if len(first) != 100 || nextLink(t, r) == "" {
+		t.Errorf("first default page = %d incidents, link %q; want 100 and a next link", len(first), nextLink(t, r))
+	}
+	r = ts.request(t, "GET", "/api/v1/incidents?limit=1000", "")
+	if nextLink(t, r) != "" {
+		t.Errorf("a page holding everything has Link %q, want none", r.header.Get("Link"))
+	}
+
+	// Filters combine, and survive the Link.
+	want := map[int64]bool{}
+	rows, err := ts.st.db.Query(`SELECT id FROM incidents WHERE status = 'open' AND severity IN ('high', 'critical')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id int64
+		rows.Scan(&id)
+		want[id] = true
+	}
+	rows.Close()
+	for _, path := range []string{
+		"/api/v1/incidents?status=open&severity=high,critical&limit=9",
+		"/api/v1/incidents?status=open&severity=high&severity=critical&limit=9",
+	} {
+		got := walk(t, ts, path)
+		if len(got) != len(want) {
+			t.Errorf("%s: %d incidents, want %d", path, len(got), len(want))
+		}
+		for _, id := range got {
+			if !want[id] {
+				t.Errorf("%s returned incident %d, which does not match", path, id)
+			}
+		}
+	}
+
+	var page []incident
+	ts.request(t, "GET", fmt.Sprintf("/api/v1/incidents?before=%d&limit=5", all[10]), "").mustStatus(t, "before", http.StatusOK).json(t, &page)
+	if len(page) != 5 || page[0].ID != all[11] {
+		t.Errorf("before=%d gave %d incidents starting at %v, want 5 starting at %d", all[10], len(page), page, all[11])
+	}
+}
+
+func TestIncidentListValidation(t *testing.T) {
+	ts := newTestServer(t)
+	for _, tt := range []struct {
+		query     string
+		wantTypes []string
+	}{
+		{"status=closed", []string{"enum@query.status"}},
+		{"status=open,closed", []string{"enum@query.status"}},
+		{"severity=urgent", []string{"enum@query.severity"}},
+		{"limit=0", []string{"greater_than_equal@query.limit"}},
+		{"limit=1001", []string{"less_than_equal@query.limit"}},
+		{"limit=ten", []string{"int_parsing@query.limit"}},
+		{"before=0", []string{"greater_than_equal@query.before"}},
+		{"before=x", []string{"int_parsing@query.before"}},
+		{"status=x&severity=y&limit=-1&before=z", []string{"enum@query.status", "enum@query.severity", "greater_than_equal@query.limit", "int_parsing@query.before"}},
+	} {
+		r := ts.request(t, "GET", "/api/v1/incidents?"+tt.query, "")
+		r.mustStatus(t, "GET ?"+tt.query, http.StatusUnprocessableEntity)
+		if got := problemTypes(t, r); !reflect.DeepEqual(got, tt.wantTypes) {
+			t.Errorf("GET ?%s problems = %v, want %v", tt.query, got, tt.wantTypes)
+		}
+	}
+	r := ts.request(t, "GET", "/api/v1/incidents", "").mustStatus(t, "empty list", http.StatusOK)
+	if strings.TrimSpace(string(r.body)) != "[]" {
+		t.Errorf("empty list body = %s, want []", r.body)
+	}
+}
+
+func TestIncidentResolve(t *testing.T) {
+	ts := newTestServer(t)
+	token := ts.register(t, "oncall", "password1")
+	inc := ts.createIncident(t, "DB slow", "medium")
+	path := fmt.Sprintf("/api/v1/incidents/%d/resolve", inc.ID)
+
+	for _, tt := range []struct {
+		name       string
+		path       string
+		headers    []string
+		wantStatus int
+		wantDetail string
+	}{
+		{"no token", path, nil, http.StatusUnauthorized, "Not authenticated"},
+		{"bad token", path, []string{"Authorization", "Bearer x.y.z"}, http.StatusUnauthorized, "Could not validate credentials"},
+		{"unknown incident", "/api/v1/incidents/424242/resolve", bearer(token), http.StatusNotFound, "Incident not found"},
+		{"bad id", "/api/v1/incidents/abc/resolve", bearer(token), http.StatusUnprocessableEntity, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ts.request(t, "PATCH", tt.path, "", tt.headers...)
+			r.mustStatus(t, "PATCH "+tt.path, tt.wantStatus)
+			if tt.wantDetail != "" {
+				if d := r.detail(t); d != tt.wantDetail {
+					t.Errorf("detail = %v, want %q", d, tt.wantDetail)
+				}
+			}
+		})
+	}
+
+	ts.clock.Advance(time.Minute)
+	r := ts.request(t, "PATCH", path, "", bearer(token)...).mustStatus(t, "resolve", http.StatusOK)
+	var body map[string]any
+	r.json(t, &body)
+	if want := map[string]any{"message": "Incident resolved", "incident status": "resolved"}; !reflect.DeepEqual(body, want) {
+		t.Errorf("resolve body = %v, want %v", body, want)
+	}
+	var got incident
+	ts.request(t, "GET", fmt.Sprintf("/api/v1/incidents/%d", inc.ID), "").json(t, &got)
+	if got.Status != "resolved" || got.ResolvedBy == nil || *got.ResolvedBy != "oncall" || got.ResolvedAt == nil ||
+		!got.ResolvedAt.Equal(ts.clock.Now()) || !got.UpdatedAt.Equal(ts.clock.Now()) {
+		t.Errorf("resolved incident = %+v, want resolved by oncall at %v", got, ts.clock.Now())
+	}
+
+	r = ts.request(t, "PATCH", path, "", bearer(token)...).mustStatus(t, "resolve again", http.StatusConflict)
+	if d := r.detail(t); d != "Incident already resolved" {
+		t.Errorf("detail = %v, want Incident already resolved", d)
+	}
+	var types []string
+	rows, _ := ts.st.db.Query(`SELECT type FROM incident_events WHERE incident_id = $1 ORDER BY id`, inc.ID)
+	for rows.Next() {
+		var s string
+		rows.Scan(&s)
+		types = append(types, s)
+	}
+	rows.Close()
+	if !reflect.DeepEqual(types, []string{"added", "resolved"}) {
+		t.Errorf("events = %v, want [added resolved]", types)
+	}
+}
+
+func TestIncidentResolveConcurrent(t *testing.T) {
+	ts := newTestServer(t)
+	token := ts.register(t, "oncall", "password1")
+	for round := range 5 {
+		inc := ts.createIncident(t, fmt.Sprintf("race %d", round), "high")
+		const n = 6
+		statuses := make([]int, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				statuses[i] = ts.request(t, "PATCH", fmt.Sprintf("/api/v1/incidents/%d/resolve", inc.ID), "", bearer(token)...).status
+			}()
+		}
+		wg.Wait()
+		count := map[int]int{}
+		for _, s := range statuses {
+			count[s]++
+		}
+		if count[http.StatusOK] != 1 || count[http.StatusConflict] != n-1 {
+			t.Errorf("round %d statuses = %v, want one 200 and %d 409", round, count, n-1)
+		}
+		var events int
+		ts.st.db.QueryRow(`SELECT count(*) FROM incident_events WHERE incident_id = $1 AND type = 'resolved'`, inc.ID).Scan(&events)
+		if events != 1 {
+			t.Errorf("round %d resolved events = %d, want 1", round, events)
+		}
+	}
+}
+
+func TestMuxErrorsAreJSON(t *testing.T) {
+	ts := newTestServer(t)
+	r := ts.request(t, "GET", "/nope", "").mustStatus(t, "unknown path", http.StatusNotFound)
+	if d := r.detail(t); d != "Not Found" || r.header.Get("Content-Type") != "application/json" {
+		t.Errorf("404 = %v %q, want JSON Not Found", d, r.header.Get("Content-Type"))
+	}
+	r = ts.request(t, "DELETE", "/api/v1/incidents", "").mustStatus(t, "wrong method", http.StatusMethodNotAllowed)
+	if d := r.detail(t); d != "Method Not Allowed" {
+		t.Errorf("405 detail = %v, want Method Not Allowed", d)
+	}
+	if allow := r.header.Get("Allow"); !strings.Contains(allow, "GET") || !strings.Contains(allow, "POST") {
+		t.Errorf("Allow = %q, want GET and POST", allow)
+	}
+	r = ts.request(t, "GET", "/api/v1/incidents/1/resolve", "").mustStatus(t, "GET on resolve", http.StatusMethodNotAllowed)
+	if allow := r.header.Get("Allow"); allow != "PATCH" {
+		t.Errorf("Allow = %q, want PATCH", allow)
+	}
+	for _, h := range []string{"X-Request-Id", "X-Content-Type-Options"} {
+		if r.header.Get(h) == "" {
+			t.Errorf("error response lacks %s", h)
+		}
+	}
+}
+
+func TestCORS(t *testing.T) {
+	ts := newTestServer(t, func(c *config) { c.allowedOrigins = []string{"https://dash.example"} })
+	preflight := func(origin string) response {
+		return ts.request(t, "OPTIONS", "/api/v1/incidents", "", "Origin", origin,
+			"Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", "content-type")
+	}
+	r := preflight("https://dash.example").mustStatus(t, "allowed preflight", http.StatusNoContent)
+	if r.header.Get("Access-Control-Allow-Origin") != "https://dash.example" ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Methods"), "PATCH") ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Authorization, Content-Type") {
+		t.Errorf("preflight headers = %v", r.header)
+	}
+	r = preflight("https://evil.example")
+	if r.header.Get("Access-Control-Allow-Origin") != "" || r.status == http.StatusNoContent {
+		t.Errorf("other origin preflight = %d with Allow-Origin %q, want no CORS", r.status, r.header.Get("Access-Control-Allow-Origin"))
+	}
+	r = ts.request(t, "GET", "/api/v1/incidents", "", "Origin", "https://dash.example")
+	if r.header.Get("Access-Control-Allow-Origin") != "https://dash.example" {
+		t.Errorf("simple request Allow-Origin = %q, want the origin", r.header.Get("Access-Control-Allow-Origin"))
+	}
+	r = ts.request(t, "GET", "/api/v1/incidents", "", "Origin", "https://evil.example")
+	if r.status != http.StatusOK || r.header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("other origin = %d with Allow-Origin %q, want 200 without", r.status, r.header.Get("Access-Control-Allow-Origin"))
+	}
+
+	closed := newTestServer(t)
+	r = closed.request(t, "OPTIONS", "/api/v1/incidents", "", "Origin", "https://dash.example", "Access-Control-Request-Method", "GET")
+	if r.header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("with no ALLOWED_ORIGINS, Allow-Origin = %q, want none", r.header.Get("Access-Control-Allow-Origin"))
+	}
+}
+
+func TestHealthAndRoot(t *testing.T) {
+	ts := newTestServer(t)
+	var health, root map[string]any
+	ts.request(t, "GET", "/healthz", "").mustStatus(t, "healthz", http.StatusOK).json(t, &health)
+	ts.request(t, "GET", "/readyz", "").mustStatus(t, "readyz", http.StatusOK)
+	ts.request(t, "GET", "/", "").mustStatus(t, "root", http.StatusOK).json(t, &root)
+	if health["status"] != "ok" || root["name"] != "incidents" || root["version"] != version || root["docs"] != "/docs" {
+		t.Errorf("healthz = %v, root = %v", health, root)
+	}
+}
+
+// TestDatabaseUnavailable checks a dead database gives a quick 503, never a
+// hang or a 500.
+func TestDatabaseUnavailable(t *testing.T) {
+	refused, err := sql.Open("postgres", "host=127.0.0.1 port=1 user=x dbname=x sslmode=disable connect_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close()
+	ts := newTestServerOn(t, &store{db: refused, timeout: 2 * time.Second}, testConfig())
+	for _, tt := range []struct{ method, path, body string }{
+		{"GET", "/readyz", ""},
+		{"GET", "/api/v1/incidents", ""},
+		{"GET", "/api/v1/incidents/1", ""},
+		{"POST", "/api/v1/incidents", `{"title":"t","severity":"low"}`},
+		{"POST", "/api/v1/login", `{"username":"u","password":"p"}`},
+	} {
+		start := time.Now()
+		r := ts.request(t, tt.method, tt.path, tt.body)
+		r.mustStatus(t, tt.method+" "+tt.path, http.StatusServiceUnavailable)
+		if d := r.detail(t); d != "Database unavailable" {
+			t.Errorf("%s %s detail = %v, want Database unavailable", tt.method, tt.path, d)
+		}
+		if took := time.Since(start); took > 4*time.Second {
+			t.Errorf("%s %s took %v, want a quick answer", tt.method, tt.path, took)
+		}
+	}
+	ts.request(t, "GET", "/healthz", "").mustStatus(t, "healthz without database", http.StatusOK)
+}
+
+func TestNoInternalsInErrors(t *testing.T) {
+	ts := newTestServer(t)
+	// A broken table is an internal error: a 500 with a generic body.
+	if _, err := ts.st.db.Exec(`ALTER TABLE incidents RENAME COLUMN title TO title_gone`); err != nil {
+		t.Fatal(err)
+	}
+	r := ts.request(t, "GET", "/api/v1/incidents", "").mustStatus(t, "broken table", http.StatusInternalServerError)
+	if d := r.detail(t); d != "Internal Server Error" || bytes.Contains(r.body, []byte("title")) {
+		t.Errorf("500 body = %s, want only the generic detail", r.body)
+	}
+}

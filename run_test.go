@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer collects a server's log while tests read it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// runningServer is run() going in the background.
+type runningServer struct {
+	url    string
+	log    *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startRun calls run() with env as the whole environment and waits until
+// it logs the address it listens on.
+func startRun(t *testing.T, env map[string]string, args ...string) *runningServer {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	rs := &runningServer{log: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	argv := append([]string{"incidents", "-env-file", ""}, args...)
+	go func() { rs.done <- run(ctx, argv, func(k string) string { return env[k] }, io.Discard, rs.log) }()
+	t.Cleanup(func() { rs.stop(t) })
+	deadline := time.Now().Add(90 * time.Second)
+	for time.Now().Before(deadline) {
+		sc := bufio.NewScanner(strings.NewReader(rs.log.String()))
+		for sc.Scan() {
+			var line struct {
+				Msg string `json:"msg"`
+				URL string `json:"url"`
+			}
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				rs.url = line.URL
+				return rs
+			}
+		}
+		select {
+		case err := <-rs.done:
+			t.Fatalf("run returned before listening: %v\nlog:\n%s", err, rs.log)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("run did not log its address in time; log:\n%s", rs.log)
+	return nil
+}
+
+// stop cancels run's context and waits for it to return nil.
+func (rs *runningServer) stop(t *testing.T) {
+	t.Helper()
+	if rs.cancel == nil {
+		return
+	}
+	rs.cancel()
+	rs.cancel = nil
+	select {
+	case err := <-rs.done:
+		if err != nil {
+			t.Errorf("run returned %v, want nil after a graceful shutdown", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("run did not return after cancel")
+	}
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	env := map[string]string{
+		"DATABASE_URL": newTestDSN(t),
+		"SECRET_KEY":   strings.Repeat("e", 40),
+		"ADDR":         "127.0.0.1:0",
+	}
+	rs := startRun(t, env)
+	post := func(path, body, token string) *http.Response {
+		req, _ := http.NewRequest("POST", rs.url+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		return resp
+	}
+	if resp := post("/api/v1/register", `{"username":"admin","password":"admin123"}`, ""); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register = %d, want 201", resp.StatusCode)
+	}
+	resp := post("/api/v1/login", `{"username":"admin","password":"admin123"}`, "")
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	var inc incident
+	resp = post("/api/v1/incidents", `{"title":"e2e","severity":"low"}`, "")
+	json.NewDecoder(resp.Body).Decode(&inc)
+	resp.Body.Close()
+	req, _ := http.NewRequest("PATCH", fmt.Sprintf("%s/api/v1/incidents/%d/resolve", rs.url, inc.ID), nil)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("resolve = %v %v, want 200", resp, err)
+	}
+	resp.Body.Close()
+	rs.stop(t)
+	if strings.Contains(rs.log.String(), env["SECRET_KEY"]) || strings.Contains(rs.log.String(), tok.AccessToken) {
+		t.Errorf("the log contains a secret:\n%s", rs.log)
+	}
+	if !strings.Contains(rs.log.String(), `"route":"PATCH /api/v1/incidents/{id}/resolve"`) {
+		t.Errorf("the log has no request line for the resolve:\n%s", rs.log)
+	}
+}
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	err := run(context.Background(), []string{"incidents", "-env-file", ""}, func(k string) string {
+		return map[string]string{"SECRET_KEY": "short", "ALGORITHM": "none"}[k]
+	}, io.Discard, io.Discard)
+	if err == nil {
+		t.Fatal("run with a bad configuration returned nil")
+	}
+	for _, want := range []string{"DATABASE_URL is required", "SECRET_KEY is 5 bytes", "ALGORITHM must be"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestRunReadsDotEnv(t *testing.T) {
+	envFile := filepath.Join(t.TempDir(), ".env")
+	dotenv := fmt.Sprintf("DATABASE_URL=%q\nSECRET_KEY=%s\nADDR=127.0.0.1:0\n", newTestDSN(t), strings.Repeat("d", 32))
+	if err := os.WriteFile(envFile, []byte(dotenv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	log := &syncBuffer{}
+	go func() {
+		done <- run(ctx, []string{"incidents", "-env-file", envFile}, func(string) string { return "" }, io.Discard, log)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(log.String(), `"msg":"listening"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("run with .env did not start; log:\n%s", log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run = %v, want nil", err)
+	}
+}
+
+func TestGracefulShutdownFinishesInFlightRequest(t *testing.T) {
+	rs := startRun(t, map[string]string{
+		"DATABASE_URL": newTestDSN(t),
+		"SECRET_KEY":   strings.Repeat("g", 32),
+		"ADDR":         "127.0.0.1:0",
+	})
+	// The request is in flight: headers sent, body still coming.
+	body, feed := io.Pipe()
+	req, _ := http.NewRequest("POST", rs.url+"/api/v1/incidents", body)
+	req.Header.Set("Content-Type", "application/json")
+	result := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("in-flight request: %v", err)
+		}
+		result <- resp
+	}()
+	feed.Write([]byte(`{"title":"arrives during shutdown",`))
+	time.Sleep(200 * time.Millisecond) // let the server start reading it
+
+	rs.cancel()
+	time.Sleep(200 * time.Millisecond) // shutdown has begun and waits for us
+	feed.Write([]byte(`"severity":"low"}`))
+	feed.Close()
+
+	resp := <-result
+	if resp == nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("in-flight request = %v, want 201", resp)
+	}
+	resp.Body.Close()
+	select {
+	case err := <-rs.done:
+		if err != nil {
+			t.Errorf("run = %v, want nil", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after shutdown")
+	}
+	rs.cancel = nil
+	if _, err := http.Get(rs.url + "/healthz"); err == nil {
+		t.Error("the server still accepts connections after shutdown")
+	}
+}
+
+func TestDevModeFromEmptyDirectory(t *testing.T) {
+	dir := t.TempDir()
+	// PostgreSQL runs as the postgres user when the tests run as root; it
+	// must be able to reach the directory.
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	devDir := filepath.Join(dir, ".dev")
+	rs := startRun(t, map[string]string{"ADDR": "127.0.0.1:0"}, "-dev", "-dev-dir", devDir)
+	resp, err := http.Get(rs.url + "/readyz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("readyz in dev mode = %v %v, want 200", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = http.Post(rs.url+"/api/v1/register", "application/json", strings.NewReader(`{"username":"dev","password":"admin123"}`))
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("register in dev mode = %v %v, want 201", resp, err)
+	}
+	resp.Body.Close()
+	if !strings.Contains(rs.log.String(), `"psql"`) {
+		t.Errorf("dev mode did not log how to connect with psql:\n%s", rs.log)
+	}
+	key, err := os.ReadFile(filepath.Join(devDir, "secret_key"))
+	if err != nil || len(bytes.TrimSpace(key)) < minSecretKeyBytes {
+		t.Errorf("dev secret key = %q, %v; want one of at least 32 bytes", key, err)
+	}
+	rs.stop(t)
+	if _, err := os.Stat(filepath.Join(devDir, "postgres", "postmaster.pid")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("PostgreSQL still running after the dev server stopped (postmaster.pid: %v)", err)
+	}
+
+	// A second run reuses the cluster, the data and the key.
+	rs = startRun(t, map[string]string{"ADDR": "127.0.0.1:0"}, "-dev", "-dev-dir", devDir)
+	resp, err = http.Post(rs.url+"/api/v1/login", "application/json", strings.NewReader(`{"username":"dev","password":"admin123"}`))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("login after restart = %v %v, want 200", resp, err)
+	}
+	resp.Body.Close()
+	key2, _ := os.ReadFile(filepath.Join(devDir, "secret_key"))
+	if !bytes.Equal(key, key2) {
+		t.Error("the dev secret key changed between runs")
+	}
+	rs.stop(t)
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/lib/pq"
+)
+
+// notifyChannel is the PostgreSQL channel the incident_events trigger
+// notifies on.
+const notifyChannel = "incident_events"
+
+// feedPageSize is how many events the feed reads per query.
+const feedPageSize = 500
+
+// eventFeed moves committed events from incident_events to the local hub,
+// in sequence order, each exactly once. It is the only path events take to
+// subscribers, on one replica or many: a notification (or a poll, or a
+// listener reconnect) only says "read the table", and the table is the truth.
+type eventFeed struct {
+	store *store
+	hub   *hub
+	log   *slog.Logger
+	dsn   string
+
+	// gapWait bounds how long the feed waits for a missing sequence number:
+	// a transaction that took it may not have committed yet (ids are handed
+	// out before commit), or it rolled back and the id never appears.
+	gapWait time.Duration
+	// pollInterval is the safety net for a lost notification.
+	pollInterval time.Duration
+
+	lastSeen int64     // every event up to here went to the hub or was a gap
+	gapSince time.Time // when the feed first waited at lastSeen; zero if not waiting
+}
+
+func newEventFeed(st *store, h *hub, logger *slog.Logger, dsn string) *eventFeed {
+	return &eventFeed{store: st, hub: h, log: logger, dsn: dsn, gapWait: time.Second, pollInterval: 2 * time.Second}
+}
+
+// start positions the feed at the newest event: live subscribers get what
+// happens from now on, and history is read from the table on request.
+func (f *eventFeed) start(ctx context.Context) error {
+	seq, err := f.store.LatestEventSeq(ctx)
+	if err != nil {
+		return err
+	}
+	f.lastSeen = seq
+	f.hub.setPosition(seq)
+	return nil
+}
+
+// run feeds the hub until ctx ends.
+func (f *eventFeed) run(ctx context.Context) {
+	listener := pq.NewListener(f.dsn, 100*time.Millisecond, 5*time.Second, func(ev pq.ListenerEventType, err error) {
+		switch ev {
+		case pq.ListenerEventDisconnected, pq.ListenerEventConnectionAttemptFailed:
+			f.log.Warn("event listener lost its connection; polling until it is back", "event", ev.String(), "error", err)
+		case pq.ListenerEventReconnected:
+			f.log.Info("event listener reconnected; catching up from the table")
+		}
+	})
+	defer listener.Close()
+	go func() {
+		// Listen blocks until the first connection succeeds; polling covers
+		// the wait, so run must not block on it.
+		if err := listener.Listen(notifyChannel); err != nil && ctx.Err() == nil {
+			f.log.Error("listen for events", "error", err)
+		}
+	}()
+
+	poll := time.NewTicker(f.pollInterval)
+	defer poll.Stop()
+	retry := time.NewTimer(0)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-listener.Notify:
+			// A nil notification follows a reconnect: the table tells what
+			// was missed while the listener was down.
+		case <-poll.C:
+		case <-retry.C:
+		}
+		drain(listener.Notify)
+		waitFor, err := f.catchUp(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			f.log.Warn("read new events", "error", err)
+			waitFor = f.pollInterval / 4
+		}
+		if waitFor > 0 {
+			retry.Reset(waitFor)
+		}
+	}
+}
+
+// drain empties the notification channel: one read of the table serves
+// every notification that arrived meanwhile.
+func drain(ch <-chan *pq.Notification) {
+	for {
+		select {
+		case <-ch:
+		default:
+			return
+		}
+	}
+}
+
+// catchUp reads every committed event after lastSeen and publishes them in
+// order. It stops at a missing sequence number until it appears or gapWait
+// passes; then the id is taken for a rollback and skipped. It returns how
+// soon to look again while waiting on a gap.
+func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
+	for {
+		events, err := f.store.EventsAfter(ctx, f.lastSeen, 0, feedPageSize)
+		if err != nil {
+			return 0, err
+		}
+		var ready []*streamEvent
+		waiting := false
+		for _, e := range events {
+			if e.Seq != f.lastSeen+1 {
+				if f.gapSince.IsZero() {
+					f.gapSince = time.Now()
+				}
+				if time.Since(f.gapSince) < f.gapWait {
+					waiting = true
+					break
+				}
+				f.log.Debug("skipping sequence numbers that never committed", "from", f.lastSeen+1, "to", e.Seq-1)
+			}
+			ready = append(ready, newStreamEvent(e))
+			f.lastSeen = e.Seq
+			f.gapSince = time.Time{}
+		}
+		f.hub.publish(ready, f.lastSeen)
+		switch {
+		case waiting:
+			return min(f.gapWait/10, time.Until(f.gapSince.Add(f.gapWait))+time.Millisecond), nil
+		case len(events) < feedPageSize:
+			return 0, nil
+		}
+	}
+}
+
+// streamEvent is an event ready to send: encoded once, written as the same
+// bytes to every subscriber.
+type streamEvent struct {
+	seq      int64
+	severity string
+	status   string
+	wsFrame  []byte // a complete WebSocket text frame
+	sse      []byte // a complete Server-Sent Events message
+}
+
+// streamMessage is what subscribers receive. Clients must ignore types they
+// do not know; more are added over time.
+type streamMessage struct {
+	Type string          `json:"type"`
+	Seq  int64           `json:"seq"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+func newStreamEvent(e storedEvent) *streamEvent {
+	var fields struct {
+		Severity string `json:"severity"`
+		Status   string `json:"status"`
+	}
+	_ = json.Unmarshal(e.Data, &fields)
+	msg, _ := json.Marshal(streamMessage{Type: e.Type, Seq: e.Seq, Data: e.Data})
+	return &streamEvent{
+		seq:      e.Seq,
+		severity: fields.Severity,
+		status:   fields.Status,
+		wsFrame:  wsFrame(wsOpText, msg),
+		sse:      sseMessage(strconv.FormatInt(e.Seq, 10), e.Type, msg),
+	}
+}
+
+// sseMessage formats one Server-Sent Events message; id may be empty.
+func sseMessage(id, event string, data []byte) []byte {
+	b := make([]byte, 0, len(data)+len(id)+len(event)+24)
+	if id != "" {
+		b = append(b, "id: "+id+"\n"...)
+	}
+	b = append(b, "event: "+event+"\ndata: "...)
+	b = append(b, data...)
+	return append(b, "\n\n"...)
+}

@@ -1,0 +1,609 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/websocket"
+)
+
+// Stream tuning.
+const (
+	// defaultMaxPending is how many events may wait for one subscriber; a
+	// subscriber that falls further behind is disconnected and told where
+	// to resume, so it never holds up the others. It is several feed pages,
+	// so a burst alone does not drop a healthy subscriber; the queue only
+	// takes memory while it holds events.
+	defaultMaxPending = 8 * feedPageSize
+	// defaultStreamWriteTimeout bounds every write to a subscriber.
+	defaultStreamWriteTimeout = 10 * time.Second
+	// wsMaxFrame is the largest frame a client may send; clients have
+	// nothing to say, so their frames are read and dropped.
+	wsMaxFrame = 4096
+	// backlogPage is how many stored events a resuming subscriber reads at a
+	// time.
+	backlogPage = 500
+)
+
+// WebSocket close codes (RFC 6455 section 7.4).
+const (
+	closeNormal        = 1000
+	closeGoingAway     = 1001
+	closeProtocol      = 1002
+	closeTooBig        = 1009
+	closeTryAgainLater = 1013
+)
+
+// hub fans events out to this process's subscribers. publish never blocks:
+// each subscriber has its own bounded queue and its own writer.
+type hub struct {
+	maxPending   int
+	writeTimeout time.Duration
+
+	mu       sync.Mutex
+	subs     map[*subscriber]struct{}
+	position int64 // the newest sequence number published
+	closed   bool
+	active   sync.WaitGroup // subscriptions not yet closed, for shutdown
+}
+
+func newHub() *hub {
+	return &hub{subs: map[*subscriber]struct{}{}, maxPending: defaultMaxPending, writeTimeout: defaultStreamWriteTimeout}
+}
+
+// currentPosition is the newest sequence number published.
+func (h *hub) currentPosition() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.position
+}
+
+// setPosition sets where the stream starts.
+func (h *hub) setPosition(seq int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.position = seq
+}
+
+var errShuttingDown = &httpError{status: http.StatusServiceUnavailable, detail: "Server is shutting down"}
+
+// subscribe adds sub and returns the position it starts from: sub receives
+// every event after it. Reading history up to that position from the table
+// and then the queue gives a stream with no gap and no duplicate.
+func (h *hub) subscribe(sub *subscriber) (int64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return 0, errShuttingDown
+	}
+	h.subs[sub] = struct{}{}
+	h.active.Add(1)
+	return h.position, nil
+}
+
+// unsubscribe removes sub when its connection is done; call it once per
+// successful subscribe.
+func (h *hub) unsubscribe(sub *subscriber) {
+	h.mu.Lock()
+	delete(h.subs, sub)
+	h.mu.Unlock()
+	h.active.Done()
+}
+
+// count is the number of subscribers receiving events.
+func (h *hub) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
+// publish hands events to every subscriber that wants them and advances
+// the position to seq.
+func (h *hub) publish(events []*streamEvent, seq int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sub := range h.subs {
+		for _, ev := range events {
+			if sub.filter.wants(ev) && !sub.push(ev, h.maxPending) {
+				// Too far behind: it gets nothing more and is told to
+				// resume from where it is.
+				delete(h.subs, sub)
+				sub.end(endOverflow)
+				break
+			}
+		}
+	}
+	h.position = max(h.position, seq)
+}
+
+// shutdown tells every subscriber to close with "going away" and refuses new
+// ones. It is registered with http.Server.RegisterOnShutdown, because
+// Shutdown does not wait for hijacked connections.
+func (h *hub) shutdown() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for sub := range h.subs {
+		sub.end(endShutdown)
+	}
+}
+
+// wait waits until every subscriber has said goodbye, or ctx ends.
+func (h *hub) wait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		h.active.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// endReason says why the server ends a subscription.
+type endReason int
+
+const (
+	endNone endReason = iota
+	endOverflow
+	endShutdown
+)
+
+// subscriber is one WebSocket or SSE connection's view of the hub.
+type subscriber struct {
+	filter streamFilter
+
+	mu      sync.Mutex
+	pending []*streamEvent
+	reason  endReason
+	wake    chan struct{} // signalled when pending grows or the subscription ends
+}
+
+func newSubscriber(f streamFilter) *subscriber {
+	return &subscriber{filter: f, wake: make(chan struct{}, 1)}
+}
+
+// push queues ev; false when the queue already holds limit events.
+func (sub *subscriber) push(ev *streamEvent, limit int) bool {
+	sub.mu.Lock()
+	if len(sub.pending) >= limit {
+		sub.mu.Unlock()
+		return false
+	}
+	sub.pending = append(sub.pending, ev)
+	sub.mu.Unlock()
+	sub.signal()
+	return true
+}
+
+// end asks the subscriber's writer to close the connection.
+func (sub *subscriber) end(reason endReason) {
+	sub.mu.Lock()
+	if sub.reason == endNone {
+		sub.reason = reason
+	}
+	sub.mu.Unlock()
+	sub.signal()
+}
+
+func (sub *subscriber) signal() {
+	select {
+	case sub.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the queued events, and why the subscription ends if it does.
+func (sub *subscriber) take() ([]*streamEvent, endReason) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	events := sub.pending
+	sub.pending = nil
+	return events, sub.reason
+}
+
+// streamFilter is what a subscriber asked to receive; empty sets mean all.
+type streamFilter struct {
+	severities []string
+	statuses   []string
+}
+
+func (f streamFilter) wants(ev *streamEvent) bool {
+	return (len(f.severities) == 0 || slices.Contains(f.severities, ev.severity)) &&
+		(len(f.statuses) == 0 || slices.Contains(f.statuses, ev.status))
+}
+
+// streamRequest is a validated subscription request.
+type streamRequest struct {
+	filter streamFilter
+	since  int64 // -1: live only
+}
+
+// parseStreamRequest reads since and the filters; lastEventID is the SSE
+// header, which wins over ?since because EventSource resends the original
+// URL on reconnect.
+func parseStreamRequest(q url.Values, lastEventID string) (streamRequest, error) {
+	req := streamRequest{since: -1}
+	var problems []fieldError
+	req.filter.severities, problems = queryEnum(problems, q, "severity", severities)
+	req.filter.statuses, problems = queryEnum(problems, q, "status", statuses)
+	loc, raw := []string{"query", "since"}, q.Get("since")
+	if lastEventID != "" {
+		loc, raw = []string{"header", "last-event-id"}, lastEventID
+	}
+	if raw != "" {
+		n, perr := parseIntParam(loc, raw, 0, 1<<63-1)
+		if perr != nil {
+			problems = append(problems, *perr)
+		}
+		req.since = n
+	}
+	return req, invalid(problems...)
+}
+
+// subscription is one subscriber's side of the stream: history first, then
+// live events.
+type subscription struct {
+	s    *server
+	sub  *subscriber
+	req  streamRequest
+	seen int64 // every event up to here was sent or filtered out
+}
+
+// startSubscription subscribes and returns the hub position, which the
+// hello message reports.
+func (s *server) startSubscription(req streamRequest) (*subscription, int64, error) {
+	sub := newSubscriber(req.filter)
+	pos, err := s.hub.subscribe(sub)
+	if err != nil {
+		return nil, 0, err
+	}
+	seen := pos
+	if req.since >= 0 {
+		seen = req.since
+	}
+	return &subscription{s: s, sub: sub, req: req, seen: seen}, pos, nil
+}
+
+// replay sends the stored events after since up to the hub position the
+// subscription started at; the queue holds everything after that.
+func (c *subscription) replay(ctx context.Context, upTo int64, send func([]byte) error, frame func(*streamEvent) []byte) error {
+	for c.seen < upTo {
+		events, err := c.s.store.EventsAfter(ctx, c.seen, upTo, backlogPage)
+		if err != nil {
+			return err
+		}
+		if len(events) == 0 {
+			break // the rest were ids that never committed
+		}
+		for _, e := range events {
+			ev := newStreamEvent(e)
+			if c.sub.filter.wants(ev) {
+				if err := send(frame(ev)); err != nil {
+					return err
+				}
+			}
+			c.seen = e.Seq
+		}
+	}
+	c.seen = max(c.seen, upTo)
+	return nil
+}
+
+// wakeup is what a subscription's writer has to do next.
+type wakeup struct {
+	events    []*streamEvent // queued events not yet seen, in order
+	reason    endReason      // the server ends the subscription after events
+	keepalive bool           // nothing to send for a while: ping
+	gone      bool           // the client went away
+}
+
+// next waits for queued events, the keepalive tick or the client leaving.
+func (c *subscription) next(gone <-chan struct{}, tick <-chan time.Time) wakeup {
+	select {
+	case <-c.sub.wake:
+	case <-gone:
+		return wakeup{gone: true}
+	case <-tick:
+		return wakeup{keepalive: true}
+	}
+	events, reason := c.sub.take()
+	w := wakeup{reason: reason}
+	for _, ev := range events {
+		if ev.seq > c.seen {
+			w.events = append(w.events, ev)
+		}
+	}
+	return w
+}
+
+func (c *subscription) close() { c.s.hub.unsubscribe(c.sub) }
+
+// resumeHint tells a client where to pick up.
+func (c *subscription) resumeHint(reason endReason) string {
+	since := strconv.FormatInt(c.seen, 10)
+	if reason == endShutdown {
+		return "server shutting down; resume with since=" + since
+	}
+	return "too slow; resume with since=" + since
+}
+
+// handleWS handles GET /api/v1/ws.
+func (s *server) handleWS(w http.ResponseWriter, r *http.Request) error {
+	req, err := parseStreamRequest(r.URL.Query(), "")
+	if err != nil {
+		return err
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return &httpError{status: http.StatusBadRequest, detail: "Expected a WebSocket upgrade request"}
+	}
+	if !s.originAllowed(r) {
+		return &httpError{status: http.StatusForbidden, detail: "Origin not allowed"}
+	}
+	conn := &hijackedConn{ResponseWriter: w}
+	websocket.Server{
+		// The origin was checked above; the library's default handshake
+		// would refuse clients without an Origin header (scripts, bots).
+		Handshake: func(cfg *websocket.Config, r *http.Request) error {
+			cfg.Origin, _ = websocket.Origin(cfg, r)
+			return nil
+		},
+		Handler: func(ws *websocket.Conn) { s.serveWS(ws, conn.conn, req) },
+	}.ServeHTTP(conn, r)
+	return nil
+}
+
+// originAllowed accepts requests without Origin (not a browser), the
+// server's own origin, and ALLOWED_ORIGINS.
+func (s *server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || slices.Contains(s.cfg.allowedOrigins, origin) {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && strings.EqualFold(u.Host, r.Host)
+}
+
+// hijackedConn keeps the connection the WebSocket library hijacks, so that
+// event frames, encoded once, can be written to it directly.
+type hijackedConn struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+func (h *hijackedConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("response writer does not support hijacking")
+	}
+	conn, rw, err := hj.Hijack()
+	h.conn = conn
+	return conn, rw, err
+}
+
+// serveWS is one WebSocket subscriber. This goroutine is the connection's
+// only writer of our frames; a second goroutine reads and drops what the
+// client sends (the library answers pings from it).
+func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest) {
+	c, pos, err := s.startSubscription(req)
+	if err != nil {
+		writeWS(conn, wsCloseFrame(closeTryAgainLater, "server shutting down"), s.hub.writeTimeout)
+		return
+	}
+	defer c.close()
+
+	clientGone := make(chan struct{})
+	closeCode := make(chan int, 1)
+	go func() {
+		defer close(clientGone)
+		closeCode <- readClient(ws)
+	}()
+
+	timeout := s.hub.writeTimeout
+	send := func(frame []byte) error { return writeWS(conn, frame, timeout) }
+	hello, _ := json.Marshal(streamMessage{Type: "hello", Seq: pos})
+	if send(wsFrame(wsOpText, hello)) != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-clientGone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	defer cancel()
+	if err := c.replay(ctx, pos, send, func(ev *streamEvent) []byte { return ev.wsFrame }); err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("websocket replay", "error", err)
+			writeWS(conn, wsCloseFrame(closeTryAgainLater, "could not read history; resume with since="+strconv.FormatInt(c.seen, 10)), timeout)
+		}
+		return
+	}
+
+	ping := time.NewTicker(s.pingInterval)
+	defer ping.Stop()
+	for {
+		next := c.next(clientGone, ping.C)
+		switch {
+		case next.gone:
+			// The client closed or broke the connection; answer a close
+			// frame with one of our own, as RFC 6455 asks.
+			if code := <-closeCode; code != 0 {
+				writeWS(conn, wsCloseFrame(code, ""), timeout)
+			}
+			return
+		case next.keepalive:
+			if send(wsPingFrame) != nil {
+				return
+			}
+			continue
+		}
+		if len(next.events) > 0 {
+			frames := make(net.Buffers, len(next.events))
+			for i, ev := range next.events {
+				frames[i] = ev.wsFrame
+			}
+			if writeWSBuffers(conn, frames, timeout) != nil {
+				return
+			}
+			c.seen = next.events[len(next.events)-1].seq
+		}
+		switch next.reason {
+		case endShutdown:
+			writeWS(conn, wsCloseFrame(closeGoingAway, c.resumeHint(next.reason)), timeout)
+			return
+		case endOverflow:
+			writeWS(conn, wsCloseFrame(closeTryAgainLater, c.resumeHint(next.reason)), timeout)
+			return
+		}
+	}
+}
+
+// readClient reads and drops client frames until the connection ends, and
+// returns the close code to answer with (0 for none). Oversized frames end
+// only this connection.
+func readClient(ws *websocket.Conn) int {
+	ws.MaxPayloadBytes = wsMaxFrame
+	for {
+		var msg []byte
+		err := websocket.Message.Receive(ws, &msg)
+		switch {
+		case err == nil:
+			continue
+		case errors.Is(err, websocket.ErrFrameTooLarge):
+			return closeTooBig
+		case errors.Is(err, io.EOF):
+			return closeNormal // a close frame, or a protocol error the library already answered
+		default:
+			return 0
+		}
+	}
+}
+
+// WebSocket opcodes the server sends.
+const (
+	wsOpText  = 0x1
+	wsOpClose = 0x8
+	wsOpPing  = 0x9
+)
+
+var wsPingFrame = wsFrame(wsOpPing, nil)
+
+// wsFrame builds an unmasked, final server frame.
+func wsFrame(opcode byte, payload []byte) []byte {
+	n := len(payload)
+	var b []byte
+	switch {
+	case n < 126:
+		b = make([]byte, 2, 2+n)
+		b[1] = byte(n)
+	case n <= 0xFFFF:
+		b = make([]byte, 4, 4+n)
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+	default:
+		b = make([]byte, 10, 10+n)
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+	}
+	b[0] = 0x80 | opcode
+	return append(b, payload...)
+}
+
+// wsCloseFrame builds a close frame; the reason is cut to fit the 125-byte
+// control frame limit.
+func wsCloseFrame(code int, reason string) []byte {
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	payload := binary.BigEndian.AppendUint16(nil, uint16(code))
+	return wsFrame(wsOpClose, append(payload, reason...))
+}
+
+// writeWS writes whole frames with a deadline, then clears the deadline:
+// the library's pong replies share the connection and would fail on an
+// expired one.
+func writeWS(conn net.Conn, frame []byte, timeout time.Duration) error {
+	return writeWSBuffers(conn, net.Buffers{frame}, timeout)
+}
+
+func writeWSBuffers(conn net.Conn, frames net.Buffers, timeout time.Duration) error {
+	conn.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := frames.WriteTo(conn)
+	conn.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// handleSSE handles GET /api/v1/events: the same stream as Server-Sent
+// Events, for curl, scripts and EventSource.
+func (s *server) handleSSE(w http.ResponseWriter, r *http.Request) error {
+	req, err := parseStreamRequest(r.URL.Query(), r.Header.Get("Last-Event-ID"))
+	if err != nil {
+		return err
+	}
+	c, pos, err := s.startSubscription(req)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+
+	rc := http.NewResponseController(w)
+	send := func(b []byte) error {
+		rc.SetWriteDeadline(time.Now().Add(s.hub.writeTimeout))
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no") // nginx would buffer the stream
+	w.WriteHeader(http.StatusOK)
+	hello, _ := json.Marshal(streamMessage{Type: "hello", Seq: pos})
+	if send(sseMessage("", "hello", hello)) != nil {
+		return nil
+	}
+	if err := c.replay(r.Context(), pos, send, func(ev *streamEvent) []byte { return ev.sse }); err != nil {
+		return nil
+	}
+	keepalive := time.NewTicker(s.pingInterval)
+	defer keepalive.Stop()
+	for {
+		next := c.next(r.Context().Done(), keepalive.C)
+		switch {
+		case next.gone:
+			return nil
+		case next.keepalive:
+			if send([]byte(": keepalive\n\n")) != nil {
+				return nil
+			}
+			continue
+		}
+		for _, ev := range next.events {
+			if send(ev.sse) != nil {
+				return nil
+			}
+			c.seen = ev.seq
+		}
+		if next.reason != endNone {
+			bye, _ := json.Marshal(map[string]any{"type": "close", "since": c.seen, "reason": c.resumeHint(next.reason)})
+			send(sseMessage("", "close", bye))
+			return nil
+		}
+	}
+}

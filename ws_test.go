@@ -1,0 +1,785 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/websocket"
+)
+
+// rawWS is a minimal WebSocket client written from RFC 6455 for the tests,
+// so the framing is checked by code that is not the server's library.
+type rawWS struct {
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+// dialRaw opens a WebSocket to path; headers come in name, value pairs. It
+// returns the handshake response; the client is nil unless it was a 101.
+func dialRaw(t *testing.T, ts *testServer, path string, headers ...string) (*rawWS, *http.Response) {
+	t.Helper()
+	u, _ := url.Parse(ts.URL)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	for i := 0; i+1 < len(headers); i += 2 {
+		req += headers[i] + ": " + headers[i+1] + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
+		t.Fatalf("write handshake: %v", err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read handshake response: %v", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		conn.Close()
+		return nil, resp
+	}
+	if resp.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("Sec-WebSocket-Accept = %q, want the RFC 6455 example's", resp.Header.Get("Sec-WebSocket-Accept"))
+	}
+	c := &rawWS{conn: conn, br: br}
+	t.Cleanup(func() { conn.Close() })
+	return c, resp
+}
+
+// waitStream waits until the feed has published every stored event, so
+// that a new subscriber's hello names the newest one.
+func (ts *testServer) waitStream(t *testing.T) {
+	t.Helper()
+	var newest int64
+	ts.st.db.QueryRow(`SELECT coalesce(max(id), 0) FROM incident_events`).Scan(&newest)
+	waitFor(t, "the stream to reach the newest event", func() bool { return ts.srv.hub.currentPosition() >= newest })
+}
+
+// mustDial opens a WebSocket and reads its hello.
+func mustDial(t *testing.T, ts *testServer, path string, headers ...string) (*rawWS, int64) {
+	t.Helper()
+	c, resp := dialRaw(t, ts, path, headers...)
+	if c == nil {
+		t.Fatalf("GET %s: status %d, want 101", path, resp.StatusCode)
+	}
+	hello := c.readMessage(t)
+	if hello.Type != "hello" {
+		t.Fatalf("first message = %+v, want hello", hello)
+	}
+	return c, hello.Seq
+}
+
+// readFrame reads one frame; the server must not mask.
+func (c *rawWS) readFrame(timeout time.Duration) (opcode byte, payload []byte, err error) {
+	c.conn.SetReadDeadline(time.Now().Add(timeout))
+	var h [2]byte
+	if _, err := io.ReadFull(c.br, h[:]); err != nil {
+		return 0, nil, err
+	}
+	if h[0]&0x80 == 0 || h[0]&0x70 != 0 {
+		return 0, nil, fmt.Errorf("frame header %08b: want FIN set and no RSV bits", h[0])
+	}
+	if h[1]&0x80 != 0 {
+		return 0, nil, errors.New("server frame is masked")
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		io.ReadFull(c.br, b[:])
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		io.ReadFull(c.br, b[:])
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(c.br, payload); err != nil {
+		return 0, nil, err
+	}
+	return h[0] & 0x0f, payload, nil
+}
+
+// writeFrame sends one masked frame, as clients must.
+func (c *rawWS) writeFrame(opcode byte, payload []byte) error {
+	b := []byte{0x80 | opcode}
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xFFFF:
+		b = append(b, 0x80|126)
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	var mask [4]byte
+	rand.Read(mask[:])
+	b = append(b, mask[:]...)
+	for i, x := range payload {
+		b = append(b, x^mask[i%4])
+	}
+	_, err := c.conn.Write(b)
+	return err
+}
+
+// received is a stream message as a test reads it.
+type received struct {
+	Type string          `json:"type"`
+	Seq  int64           `json:"seq"`
+	Data json.RawMessage `json:"data"`
+}
+
+// readMessage returns the next text message, answering pings on the way.
+func (c *rawWS) readMessage(t *testing.T) received {
+	t.Helper()
+	for {
+		op, payload, err := c.readFrame(10 * time.Second)
+		if err != nil {
+			t.Fatalf("read WebSocket frame: %v", err)
+		}
+		switch op {
+		case wsOpPing:
+			c.writeFrame(0xA, payload)
+			continue
+		case wsOpText:
+			var m received
+			if err := json.Unmarshal(payload, &m); err != nil {
+				t.Fatalf("message %q is not JSON: %v", payload, err)
+			}
+			return m
+		case wsOpClose:
+			t.Fatalf("connection closed: code %d %q", closeCode(payload), payload[min(2, len(payload)):])
+		default:
+			t.Fatalf("unexpected opcode %d", op)
+		}
+	}
+}
+
+// readClose reads until a close frame and returns its code and reason.
+func (c *rawWS) readClose(t *testing.T, timeout time.Duration) (int, string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		op, payload, err := c.readFrame(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("waiting for a close frame: %v", err)
+		}
+		if op == wsOpClose {
+			return closeCode(payload), string(payload[min(2, len(payload)):])
+		}
+	}
+	t.Fatal("no close frame in time")
+	return 0, ""
+}
+
+func closeCode(payload []byte) int {
+	if len(payload) < 2 {
+		return 0
+	}
+	return int(binary.BigEndian.Uint16(payload))
+}
+
+// expectSeqs reads n events and checks they are exactly the want sequence.
+func (c *rawWS) expectSeqs(t *testing.T, want []int64) []received {
+	t.Helper()
+	var got []received
+	for range want {
+		got = append(got, c.readMessage(t))
+	}
+	for i := range want {
+		if got[i].Seq != want[i] {
+			seqs := make([]int64, len(got))
+			for j, m := range got {
+				seqs[j] = m.Seq
+			}
+			t.Fatalf("received seqs %v, want %v", seqs, want)
+		}
+	}
+	return got
+}
+
+// eventSeqs lists the stored events' sequence numbers after since.
+func eventSeqs(t *testing.T, ts *testServer, since int64) []int64 {
+	t.Helper()
+	rows, err := ts.st.db.Query(`SELECT id FROM incident_events WHERE id > $1 ORDER BY id`, since)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var seqs []int64
+	for rows.Next() {
+		var s int64
+		rows.Scan(&s)
+		seqs = append(seqs, s)
+	}
+	return seqs
+}
+
+func TestWSSeedCompatibility(t *testing.T) {
+	ts := newTestServer(t)
+	token := ts.register(t, "oncall", "password1")
+	// The library's own client, as the original system's users had.
+	ws, err := websocket.Dial(strings.Replace(ts.URL, "http", "ws", 1)+"/api/v1/ws", "", ts.URL)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var raw string
+	if err := websocket.Message.Receive(ws, &raw); err != nil || !strings.Contains(raw, `"type":"hello"`) {
+		t.Fatalf("first message = %q, %v; want hello", raw, err)
+	}
+	inc := ts.createIncident(t, "Checkout failing", "critical")
+	ts.request(t, "PATCH", fmt.Sprintf("/api/v1/incidents/%d/resolve", inc.ID), "", bearer(token)...).mustStatus(t, "resolve", http.StatusOK)
+	for _, wantType := range []string{"added", "resolved"} {
+		if err := websocket.Message.Receive(ws, &raw); err != nil {
+			t.Fatalf("receive %s: %v", wantType, err)
+		}
+		var msg struct {
+			Type string         `json:"type"`
+			Seq  int64          `json:"seq"`
+			Data map[string]any `json:"data"`
+		}
+		if err := json.Unmarshal([]byte(raw), &msg); err != nil {
+			t.Fatalf("message %q: %v", raw, err)
+		}
+		if msg.Type != wantType || msg.Seq == 0 {
+			t.Fatalf("message = %s, want type %s with a seq", raw, wantType)
+		}
+		for _, key := range []string{"title", "description", "severity", "id", "status", "created_at"} {
+			if _, ok := msg.Data[key]; !ok {
+				t.Errorf("%s data lacks %q: %s", wantType, key, raw)
+			}
+		}
+		if msg.Data["title"] != "Checkout failing" || msg.Data["severity"] != "critical" {
+			t.Errorf("%s data = %v", wantType, msg.Data)
+		}
+		if wantType == "resolved" && (msg.Data["status"] != "resolved" || msg.Data["resolved_by"] != "oncall") {
+			t.Errorf("resolved data = %v, want status resolved by oncall", msg.Data)
+		}
+	}
+}
+
+func TestWSHelloFiltersAndValidation(t *testing.T) {
+	ts := newTestServer(t)
+	ts.createIncident(t, "before", "low")
+	ts.waitStream(t)
+	c, hello := mustDial(t, ts, "/api/v1/ws?severity=high,critical&status=open")
+	if want := eventSeqs(t, ts, 0); hello != want[len(want)-1] {
+		t.Errorf("hello seq = %d, want the newest seq %d", hello, want[len(want)-1])
+	}
+	ts.createIncident(t, "low one", "low")
+	high := ts.createIncident(t, "high one", "high")
+	ts.createIncident(t, "medium one", "medium")
+	crit := ts.createIncident(t, "critical one", "critical")
+	for _, want := range []int64{high.ID, crit.ID} {
+		m := c.readMessage(t)
+		var data incident
+		json.Unmarshal(m.Data, &data)
+		if data.ID != want {
+			t.Errorf("filtered stream delivered incident %d (%s), want %d", data.ID, data.Severity, want)
+		}
+	}
+
+	for _, tt := range []struct {
+		query     string
+		wantTypes []string
+	}{
+		{"since=-1", []string{"greater_than_equal@query.since"}},
+		{"since=abc", []string{"int_parsing@query.since"}},
+		{"severity=urgent", []string{"enum@query.severity"}},
+		{"status=closed&since=x", []string{"enum@query.status", "int_parsing@query.since"}},
+	} {
+		c, resp := dialRaw(t, ts, "/api/v1/ws?"+tt.query)
+		if c != nil || resp.StatusCode != http.StatusUnprocessableEntity {
+			t.Fatalf("?%s: status %d, want 422 before the upgrade", tt.query, resp.StatusCode)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if got := problemTypes(t, response{body: body}); strings.Join(got, " ") != strings.Join(tt.wantTypes, " ") {
+			t.Errorf("?%s problems = %v, want %v", tt.query, got, tt.wantTypes)
+		}
+	}
+	r := ts.request(t, "GET", "/api/v1/ws", "")
+	r.mustStatus(t, "plain GET /api/v1/ws", http.StatusBadRequest)
+}
+
+func TestWSOrigin(t *testing.T) {
+	ts := newTestServer(t, func(c *config) { c.allowedOrigins = []string{"https://dash.example"} })
+	own := ts.URL // the server's own origin
+	for _, tt := range []struct {
+		name       string
+		headers    []string
+		wantStatus int
+	}{
+		{"no origin (a script)", nil, http.StatusSwitchingProtocols},
+		{"allowed origin", []string{"Origin", "https://dash.example"}, http.StatusSwitchingProtocols},
+		{"own origin", []string{"Origin", own}, http.StatusSwitchingProtocols},
+		{"other origin", []string{"Origin", "https://evil.example"}, http.StatusForbidden},
+		{"allowed host, other scheme", []string{"Origin", "http://dash.example"}, http.StatusForbidden},
+		{"null origin", []string{"Origin", "null"}, http.StatusForbidden},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, resp := dialRaw(t, ts, "/api/v1/ws", tt.headers...)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status = %d, want %d", resp.StatusCode, tt.wantStatus)
+			}
+			if c != nil {
+				if m := c.readMessage(t); m.Type != "hello" {
+					t.Errorf("first message = %+v, want hello", m)
+				}
+			}
+		})
+	}
+}
+
+func TestStreamAcrossInstances(t *testing.T) {
+	a := newTestServer(t)
+	st, err := openStore(context.Background(), a.srv.cfg.databaseURL, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	b := newTestServerOn(t, st, a.srv.cfg)
+	b.startStream(t)
+
+	c, hello := mustDial(t, b, "/api/v1/ws")
+	var want []int64
+	for i := range 20 {
+		a.createIncident(t, fmt.Sprintf("on A %d", i), "medium")
+		want = append(want, hello+int64(i)+1)
+	}
+	c.expectSeqs(t, want)
+}
+
+func TestWSResume(t *testing.T) {
+	ts := newTestServer(t)
+	c, hello := mustDial(t, ts, "/api/v1/ws")
+	for range 3 {
+		ts.createIncident(t, "first batch", "low")
+	}
+	got := c.expectSeqs(t, []int64{hello + 1, hello + 2, hello + 3})
+	last := got[2].Seq
+	c.writeFrame(wsOpClose, binary.BigEndian.AppendUint16(nil, closeNormal))
+	if code, _ := c.readClose(t, 5*time.Second); code != closeNormal {
+		t.Errorf("close answered with %d, want %d", code, closeNormal)
+	}
+	waitFor(t, "the hub to drop the closed subscriber", func() bool { return ts.srv.hub.count() == 0 })
+
+	for range 4 {
+		ts.createIncident(t, "while away", "low")
+	}
+	c, _ = mustDial(t, ts, "/api/v1/ws?since="+strconv.FormatInt(last, 10))
+	c.expectSeqs(t, []int64{last + 1, last + 2, last + 3, last + 4})
+	ts.createIncident(t, "live again", "low")
+	c.expectSeqs(t, []int64{last + 5})
+
+	// since=0 replays everything; a since beyond the newest is live only.
+	c, _ = mustDial(t, ts, "/api/v1/ws?since=0")
+	all := eventSeqs(t, ts, 0)
+	c.expectSeqs(t, all)
+	c, _ = mustDial(t, ts, "/api/v1/ws?since=999999")
+	ts.createIncident(t, "after a future since", "low")
+	if op, payload, err := c.readFrame(500 * time.Millisecond); err == nil {
+		t.Errorf("since beyond every event got frame %d %s, want nothing until seq 999999", op, payload)
+	}
+}
+
+// sseClient reads a Server-Sent Events stream.
+type sseClient struct {
+	resp *http.Response
+	sc   *bufio.Scanner
+}
+
+type sseEvent struct {
+	id, event, data string
+}
+
+func openSSE(t *testing.T, ts *testServer, path string, headers ...string) *sseClient {
+	t.Helper()
+	req, _ := http.NewRequest("GET", ts.URL+path, nil)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("GET %s = %d %q, want 200 text/event-stream", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return &sseClient{resp: resp, sc: bufio.NewScanner(resp.Body)}
+}
+
+// next returns the next event, skipping comments; ok is false at the end.
+func (c *sseClient) next(t *testing.T) (sseEvent, bool) {
+	t.Helper()
+	var ev sseEvent
+	timer := time.AfterFunc(10*time.Second, func() { c.resp.Body.Close() })
+	defer timer.Stop()
+	for c.sc.Scan() {
+		line := c.sc.Text()
+		switch {
+		case line == "":
+			if ev.event != "" || ev.data != "" {
+				return ev, true
+			}
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "id: "):
+			ev.id = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			ev.event = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			ev.data = line[6:]
+		default:
+			t.Fatalf("unexpected SSE line %q", line)
+		}
+	}
+	return ev, false
+}
+
+func TestSSEResume(t *testing.T) {
+	ts := newTestServer(t)
+	ts.createIncident(t, "old", "low")
+	c := openSSE(t, ts, "/api/v1/events?since=0")
+	hello, _ := c.next(t)
+	if hello.event != "hello" || hello.id != "" {
+		t.Fatalf("first SSE event = %+v, want hello without an id", hello)
+	}
+	ev, _ := c.next(t)
+	var msg received
+	json.Unmarshal([]byte(ev.data), &msg)
+	if ev.event != "added" || ev.id != strconv.FormatInt(msg.Seq, 10) || msg.Type != "added" {
+		t.Fatalf("replayed event = %+v, want added with id = seq", ev)
+	}
+	ts.createIncident(t, "live", "high")
+	live, _ := c.next(t)
+	c.resp.Body.Close()
+
+	for range 3 {
+		ts.createIncident(t, "missed", "low")
+	}
+	// EventSource reconnects with the original URL and Last-Event-ID, which wins.
+	c = openSSE(t, ts, "/api/v1/events?since=0", "Last-Event-ID", live.id)
+	c.next(t) // hello
+	lastID, _ := strconv.ParseInt(live.id, 10, 64)
+	for i := int64(1); i <= 3; i++ {
+		ev, ok := c.next(t)
+		if !ok || ev.id != strconv.FormatInt(lastID+i, 10) {
+			t.Fatalf("resumed event %d = %+v, want id %d", i, ev, lastID+i)
+		}
+	}
+	ts.createIncident(t, "live after resume", "low")
+	if ev, _ := c.next(t); ev.id != strconv.FormatInt(lastID+4, 10) {
+		t.Errorf("live event after resume = %+v, want id %d", ev, lastID+4)
+	}
+
+	r := ts.request(t, "GET", "/api/v1/events", "", "Last-Event-ID", "nope")
+	r.mustStatus(t, "bad Last-Event-ID", http.StatusUnprocessableEntity)
+	if got := problemTypes(t, r); strings.Join(got, " ") != "int_parsing@header.last-event-id" {
+		t.Errorf("problems = %v, want int_parsing@header.last-event-id", got)
+	}
+}
+
+// TestStreamSeam connects with since while events are being created, again
+// and again: the replay/live seam must have no gap and no duplicate.
+func TestStreamSeam(t *testing.T) {
+	ts := newTestServer(t)
+	inc := ts.createIncident(t, "busy", "high")
+	ctx, cancel := context.WithCancel(context.Background())
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		for ctx.Err() == nil {
+			ts.st.inTx(ctx, func(tx *sql.Tx) error {
+				return appendEvent(ctx, tx, "added", inc, nil, time.Now())
+			})
+		}
+	}()
+	defer func() { cancel(); <-writerDone }()
+
+	rounds := 200
+	if testing.Short() {
+		rounds = 20
+	}
+	for round := range rounds {
+		since := ts.srv.hub.currentPosition() - int64(round%7)
+		c, _ := mustDial(t, ts, fmt.Sprintf("/api/v1/ws?since=%d", since))
+		for want := since + 1; want <= since+12; want++ {
+			if m := c.readMessage(t); m.Seq != want {
+				t.Fatalf("round %d: got seq %d, want %d (since=%d)", round, m.Seq, want, since)
+			}
+		}
+		c.conn.Close()
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestFeedOutOfOrderCommit(t *testing.T) {
+	ts := newTestServer(t)
+	ts.srv.feed.gapWait = 3 * time.Second // longer than the test's own pause
+	inc := ts.createIncident(t, "ordering", "low")
+	ts.waitStream(t)
+	c, hello := mustDial(t, ts, "/api/v1/ws")
+	ctx := context.Background()
+
+	begin := func() (*sql.Tx, int64) {
+		tx, err := ts.st.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seq int64
+		if err := tx.QueryRow(`INSERT INTO incident_events (incident_id, type, data) VALUES ($1, 'added', '{"id":1}') RETURNING id`, inc.ID).Scan(&seq); err != nil {
+			t.Fatal(err)
+		}
+		return tx, seq
+	}
+	first, firstSeq := begin()
+	second, secondSeq := begin()
+	if firstSeq != hello+1 || secondSeq != hello+2 {
+		t.Fatalf("seqs = %d, %d; want %d, %d", firstSeq, secondSeq, hello+1, hello+2)
+	}
+	if err := second.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the feed sees seq+2 without seq+1 and must wait
+	if err := first.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	c.expectSeqs(t, []int64{firstSeq, secondSeq})
+
+	// A rolled-back id is a gap the feed skips after gapWait.
+	ts.srv.feed.gapWait = 200 * time.Millisecond
+	rolledBack, _ := begin()
+	kept, keptSeq := begin()
+	rolledBack.Rollback()
+	kept.Commit()
+	c.expectSeqs(t, []int64{keptSeq})
+}
+
+func TestFeedSurvivesListenerOutage(t *testing.T) {
+	ts := newTestServer(t)
+	c, hello := mustDial(t, ts, "/api/v1/ws")
+	ts.createIncident(t, "before outage", "low")
+	c.expectSeqs(t, []int64{hello + 1})
+
+	listenerPID := func() int {
+		var pid int
+		ts.st.db.QueryRow(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'listen%'`).Scan(&pid)
+		return pid
+	}
+	old := listenerPID()
+	if old == 0 {
+		t.Fatal("no listener backend found")
+	}
+	// Poll rarely, so only the reconnect catch-up can deliver in time.
+	ts.srv.feed.pollInterval = time.Hour
+	if _, err := ts.st.db.Exec(`SELECT pg_terminate_backend($1)`, old); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		ts.createIncident(t, "during outage", "high")
+	}
+	c.expectSeqs(t, []int64{hello + 2, hello + 3, hello + 4, hello + 5, hello + 6})
+	waitFor(t, "a new listener backend", func() bool { p := listenerPID(); return p != 0 && p != old })
+	ts.createIncident(t, "after outage", "low")
+	c.expectSeqs(t, []int64{hello + 7})
+}
+
+func TestStalledSubscriberDoesNotDelayOthers(t *testing.T) {
+	ts := newTestServer(t)
+	ts.srv.hub.maxPending = 300
+	// Long enough that only the full queue, not a failed write, can drop it.
+	ts.srv.hub.writeTimeout = time.Minute
+	inc := ts.createIncident(t, "big", "critical")
+	ts.waitStream(t)
+
+	stalled, resp := dialRaw(t, ts, "/api/v1/ws")
+	if stalled == nil {
+		t.Fatalf("stalled client: status %d", resp.StatusCode)
+	}
+	stalled.conn.(*net.TCPConn).SetReadBuffer(4096)
+	healthy, hello := mustDial(t, ts, "/api/v1/ws")
+	waitFor(t, "two subscribers", func() bool { return ts.srv.hub.count() == 2 })
+
+	// The healthy client reads while the events arrive; the writer stays at
+	// most one batch ahead of it, so only the stalled client falls behind.
+	const n, batch = 3000, 100
+	var delivered atomic.Int64
+	readerDone := make(chan error, 1)
+	go func() {
+		for i := int64(1); i <= n; i++ {
+			op, payload, err := healthy.readFrame(10 * time.Second)
+			if err != nil || op != wsOpText {
+				readerDone <- fmt.Errorf("frame %d: opcode %d, %v: %s", i, op, err, payload)
+				return
+			}
+			var m received
+			json.Unmarshal(payload, &m)
+			if m.Seq != hello+i {
+				readerDone <- fmt.Errorf("healthy subscriber got seq %d, want %d", m.Seq, hello+i)
+				return
+			}
+			delivered.Add(1)
+		}
+		readerDone <- nil
+	}()
+
+	// Enough large events to fill the stalled client's socket buffers and
+	// then its queue.
+	inc.Description = strings.Repeat("x", 10000)
+	for sent := 0; sent < n; sent += batch {
+		waitFor(t, "the healthy subscriber to keep up", func() bool { return delivered.Load() >= int64(sent-batch) })
+		if err := ts.st.inTx(context.Background(), func(tx *sql.Tx) error {
+			for range batch {
+				if err := appendEvent(context.Background(), tx, "added", inc, nil, time.Now()); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-readerDone; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stalled subscriber to be dropped", func() bool { return ts.srv.hub.count() == 1 })
+	ts.createIncident(t, "still flowing", "low")
+	healthy.expectSeqs(t, []int64{hello + n + 1})
+}
+
+func TestBadClientsAffectOnlyThemselves(t *testing.T) {
+	ts := newTestServer(t)
+	healthy, hello := mustDial(t, ts, "/api/v1/ws")
+	binaryClient, _ := mustDial(t, ts, "/api/v1/ws")
+	bigClient, _ := mustDial(t, ts, "/api/v1/ws")
+	garbageClient, _ := mustDial(t, ts, "/api/v1/ws")
+
+	binaryClient.writeFrame(0x2, []byte{0, 1, 2, 3, 0xff})
+	binaryClient.writeFrame(wsOpText, []byte("not json at all"))
+	bigClient.writeFrame(wsOpText, []byte(strings.Repeat("a", 5000)))
+	garbageClient.conn.Write([]byte("GET / HTTP/1.1\r\n\r\n\x00\x01garbage"))
+
+	if code, _ := bigClient.readClose(t, 5*time.Second); code != closeTooBig {
+		t.Errorf("oversized frame: close code %d, want %d", code, closeTooBig)
+	}
+	if code, _ := garbageClient.readClose(t, 5*time.Second); code != closeProtocol {
+		t.Errorf("garbage: close code %d, want %d", code, closeProtocol)
+	}
+	ts.createIncident(t, "after the bad clients", "low")
+	healthy.expectSeqs(t, []int64{hello + 1})
+	binaryClient.expectSeqs(t, []int64{hello + 1}) // ignored frames do not end it
+	ts.request(t, "GET", "/api/v1/incidents", "").mustStatus(t, "REST after bad clients", http.StatusOK)
+	ts.request(t, "POST", "/api/v1/incidents", `{"title":"t","severity":"low"}`).mustStatus(t, "create after bad clients", http.StatusCreated)
+	healthy.expectSeqs(t, []int64{hello + 2})
+}
+
+func TestWSPingAndSSEKeepalive(t *testing.T) {
+	ts := newTestServer(t)
+	ts.srv.pingInterval = 50 * time.Millisecond
+	c, _ := mustDial(t, ts, "/api/v1/ws")
+	op, _, err := c.readFrame(5 * time.Second)
+	if err != nil || op != wsOpPing {
+		t.Fatalf("idle WebSocket got opcode %d (%v), want a ping", op, err)
+	}
+	// A ping from the client is answered by a pong even between our writes.
+	c.writeFrame(wsOpPing, []byte("hi"))
+	for {
+		op, payload, err := c.readFrame(5 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for pong: %v", err)
+		}
+		if op == 0xA {
+			if string(payload) != "hi" {
+				t.Errorf("pong payload = %q, want hi", payload)
+			}
+			break
+		}
+	}
+
+	resp, err := http.Get(ts.URL + "/api/v1/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if sc.Text() == ": keepalive" {
+			return
+		}
+	}
+	t.Error("no SSE keepalive comment")
+}
+
+func TestStreamShutdown(t *testing.T) {
+	env := map[string]string{"DATABASE_URL": newTestDSN(t), "SECRET_KEY": strings.Repeat("s", 32), "ADDR": "127.0.0.1:0"}
+	rs := startRun(t, env)
+	u, _ := url.Parse(rs.url)
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /api/v1/ws HTTP/1.1\r\nHost: "+u.Host+"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	c := &rawWS{conn: conn, br: bufio.NewReader(conn)}
+	if resp, err := http.ReadResponse(c.br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	c.readMessage(t) // hello
+
+	sseResp, err := http.Get(rs.url + "/api/v1/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sseResp.Body.Close()
+	sse := &sseClient{resp: sseResp, sc: bufio.NewScanner(sseResp.Body)}
+	sse.next(t) // hello
+
+	done := make(chan struct{})
+	go func() { rs.stop(t); close(done) }()
+	code, reason := c.readClose(t, 10*time.Second)
+	if code != closeGoingAway || !strings.Contains(reason, "since=") {
+		t.Errorf("WebSocket closed with %d %q, want 1001 telling where to resume", code, reason)
+	}
+	ev, _ := sse.next(t)
+	if ev.event != "close" || !strings.Contains(ev.data, "since") {
+		t.Errorf("SSE final event = %+v, want close with since", ev)
+	}
+	if _, ok := sse.next(t); ok {
+		t.Error("SSE stream continues after shutdown")
+	}
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return after shutdown with subscribers")
+	}
+}
