@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/websocket"
@@ -353,7 +355,7 @@ func (s *server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	if !s.originAllowed(r) {
 		return &httpError{status: http.StatusForbidden, detail: "Origin not allowed"}
 	}
-	conn := &hijackedConn{ResponseWriter: w}
+	hijacked := &hijackedConn{ResponseWriter: w}
 	websocket.Server{
 		// The origin was checked above; the library's default handshake
 		// would refuse clients without an Origin header (scripts, bots).
@@ -361,8 +363,14 @@ func (s *server) handleWS(w http.ResponseWriter, r *http.Request) error {
 			cfg.Origin, _ = websocket.Origin(cfg, r)
 			return nil
 		},
-		Handler: func(ws *websocket.Conn) { s.serveWS(ws, conn.conn, req) },
-	}.ServeHTTP(conn, r)
+		Handler: func(ws *websocket.Conn) {
+			// The subscriber's own goroutines take the connection over, so
+			// this request's goroutine, and net/http's state for it, can go:
+			// an idle subscriber then costs a few KiB.
+			hijacked.conn.detached.Store(true)
+			go s.serveWS(ws, hijacked.conn.Conn, req)
+		},
+	}.ServeHTTP(hijacked, r)
 	return nil
 }
 
@@ -377,11 +385,13 @@ func (s *server) originAllowed(r *http.Request) bool {
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && strings.EqualFold(u.Host, r.Host)
 }
 
-// hijackedConn keeps the connection the WebSocket library hijacks, so that
-// event frames, encoded once, can be written to it directly.
+// hijackedConn gives the WebSocket library a connection with small buffers
+// (the library only reads client frames and writes control frames through
+// them; event frames go to the connection directly), which the subscriber
+// can keep after the HTTP handler returns.
 type hijackedConn struct {
 	http.ResponseWriter
-	conn net.Conn
+	conn *detachableConn
 }
 
 func (h *hijackedConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -390,14 +400,41 @@ func (h *hijackedConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("response writer does not support hijacking")
 	}
 	conn, rw, err := hj.Hijack()
-	h.conn = conn
-	return conn, rw, err
+	if err != nil {
+		return nil, nil, err
+	}
+	// The library keeps a pointer into its Server value for the life of the
+	// connection, and with it this wrapper: let go of net/http's response
+	// and the buffers it holds.
+	h.ResponseWriter = nil
+	// Bytes the client sent right after its handshake may already sit in
+	// net/http's buffer; they come first.
+	early, _ := rw.Reader.Peek(rw.Reader.Buffered())
+	h.conn = &detachableConn{Conn: conn}
+	reader := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), 512)
+	return h.conn, bufio.NewReadWriter(reader, bufio.NewWriterSize(h.conn, 256)), nil
+}
+
+// detachableConn ignores Close once detached: the WebSocket library closes
+// the connection when its handler returns, but a detached subscriber closes
+// it itself when done.
+type detachableConn struct {
+	net.Conn
+	detached atomic.Bool
+}
+
+func (c *detachableConn) Close() error {
+	if c.detached.Load() {
+		return nil
+	}
+	return c.Conn.Close()
 }
 
 // serveWS is one WebSocket subscriber. This goroutine is the connection's
 // only writer of our frames; a second goroutine reads and drops what the
 // client sends (the library answers pings from it).
 func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest) {
+	defer conn.Close()
 	c, pos, err := s.startSubscription(req)
 	if err != nil {
 		writeWS(conn, wsCloseFrame(closeTryAgainLater, "server shutting down"), s.hub.writeTimeout)
@@ -418,6 +455,7 @@ func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest) {
 	if send(wsFrame(wsOpText, hello)) != nil {
 		return
 	}
+	// Replay stops early if the client leaves; the watcher ends with it.
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		select {
@@ -426,9 +464,11 @@ func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest) {
 		case <-ctx.Done():
 		}
 	}()
-	defer cancel()
-	if err := c.replay(ctx, pos, send, func(ev *streamEvent) []byte { return ev.wsFrame }); err != nil {
-		if ctx.Err() == nil {
+	err = c.replay(ctx, pos, send, func(ev *streamEvent) []byte { return ev.wsFrame })
+	replayCut := ctx.Err() != nil
+	cancel()
+	if err != nil {
+		if !replayCut {
 			s.log.Warn("websocket replay", "error", err)
 			writeWS(conn, wsCloseFrame(closeTryAgainLater, "could not read history; resume with since="+strconv.FormatInt(c.seen, 10)), timeout)
 		}
