@@ -26,6 +26,7 @@ type config struct {
 	dbTimeout       time.Duration
 	shutdownTimeout time.Duration
 	wsPingInterval  time.Duration
+	reopenWindow    time.Duration
 }
 
 // minSecretKeyBytes is the shortest SECRET_KEY accepted: an HMAC key shorter
@@ -48,6 +49,7 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 		dbTimeout:       5 * time.Second,
 		shutdownTimeout: 10 * time.Second,
 		wsPingInterval:  30 * time.Second,
+		reopenWindow:    5 * time.Minute,
 	}
 	var problems []string
 	if cfg.databaseURL == "" && !dev {
@@ -103,6 +105,17 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 			problems = append(problems, fmt.Sprintf("WS_PING_INTERVAL must be a duration from 1s to 1h, such as 30s, not %q", v))
 		} else {
 			cfg.wsPingInterval = d
+		}
+	}
+	if v := getenv("REOPEN_WINDOW"); v != "" {
+		d, err := time.ParseDuration(v)
+		if v == "0" {
+			d, err = 0, nil
+		}
+		if err != nil || d < 0 {
+			problems = append(problems, fmt.Sprintf("REOPEN_WINDOW must be a duration such as 5m, or 0 to never reopen, not %q", v))
+		} else {
+			cfg.reopenWindow = d
 		}
 	}
 	for name, dst := range map[string]*string{"DOCS_SWAGGER_JS": &cfg.docsSwaggerJS, "DOCS_SWAGGER_CSS": &cfg.docsSwaggerCSS, "DOCS_REDOC_JS": &cfg.docsRedocJS} {

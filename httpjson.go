@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -67,6 +68,16 @@ var (
 // did. Request fields are jsonString and friends, which never fail to
 // decode, so the handler's validate reports every field problem at once.
 func readJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	return readBody(w, r, dst, false)
+}
+
+// readOptionalJSON is readJSON for routes whose body may be left out (or
+// empty), leaving dst as it is.
+func readOptionalJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	return readBody(w, r, dst, true)
+}
+
+func readBody(w http.ResponseWriter, r *http.Request, dst any, optional bool) error {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -74,6 +85,9 @@ func readJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 			return errBodyTooLarge
 		}
 		return &httpError{status: http.StatusBadRequest, detail: "Could not read request body"}
+	}
+	if optional && len(bytes.TrimSpace(body)) == 0 {
+		return nil
 	}
 	return decodeObject(body, "body", dst)
 }
@@ -166,6 +180,70 @@ func (s *jsonString) UnmarshalJSON(b []byte) error {
 	s.Null = string(b) == "null"
 	s.IsText = json.Unmarshal(b, &s.Value) == nil && b[0] == '"'
 	return nil
+}
+
+// jsonLabels is the labels field: a flat JSON object of strings. Like
+// jsonString it never fails to decode; check says what is wrong.
+type jsonLabels struct {
+	Present bool
+	Object  map[string]json.RawMessage // nil unless the value is an object
+}
+
+func (l *jsonLabels) UnmarshalJSON(b []byte) error {
+	l.Present = string(b) != "null"
+	if json.Unmarshal(b, &l.Object) != nil || b[0] != '{' {
+		l.Object = nil
+	}
+	return nil
+}
+
+// Limits on labels.
+const (
+	maxLabels        = 64
+	maxLabelKeyLen   = 100
+	maxLabelValueLen = 1000
+)
+
+// check validates the labels: at most 64 pairs, keys of 1 to 100
+// characters without ':' (label filters are key:value), string values of at
+// most 1,000 characters.
+func (l jsonLabels) check(problems []fieldError, loc []string) []fieldError {
+	switch {
+	case !l.Present:
+		return problems
+	case l.Object == nil:
+		return append(problems, fieldError{Type: "dict_type", Loc: loc, Msg: "Input should be a valid dictionary"})
+	case len(l.Object) > maxLabels:
+		return append(problems, fieldError{Type: "too_long", Loc: loc, Msg: fmt.Sprintf("Dictionary should have at most %d items", maxLabels)})
+	}
+	keys := make([]string, 0, len(l.Object))
+	for k := range l.Object {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		keyLoc := append(slices.Clone(loc), k)
+		if n := utf8.RuneCountInString(k); n == 0 || n > maxLabelKeyLen || strings.ContainsAny(k, ":\x00") {
+			problems = append(problems, fieldError{Type: "value_error", Loc: keyLoc,
+				Msg: fmt.Sprintf("Value error, a label key has 1 to %d characters and no ':'", maxLabelKeyLen)})
+			continue
+		}
+		var v jsonString
+		v.UnmarshalJSON(l.Object[k])
+		problems = stringRule{required: true, max: maxLabelValueLen}.check(problems, keyLoc, v)
+	}
+	return problems
+}
+
+// values returns the labels as a map; validate them first.
+func (l jsonLabels) values() map[string]string {
+	m := make(map[string]string, len(l.Object))
+	for k, raw := range l.Object {
+		var v string
+		json.Unmarshal(raw, &v)
+		m[k] = v
+	}
+	return m
 }
 
 // stringRule is what one request string must satisfy.

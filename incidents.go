@@ -1,24 +1,87 @@
 package main
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 )
 
 var (
 	severities = []string{"low", "medium", "high", "critical"}
-	statuses   = []string{"open", "resolved"}
+	statuses   = []string{"open", "acknowledged", "resolved"}
 )
+
+// action is a lifecycle transition: the verb of its route, the event it
+// records and the statuses it applies to.
+type action struct {
+	name  string
+	event string
+	from  []string
+}
+
+// actions are the lifecycle: open → acknowledged → open, open or
+// acknowledged → resolved → open. Listed in the order 409 bodies name them.
+var actions = map[string]action{
+	"acknowledge":   {name: "acknowledge", event: "acknowledged", from: []string{"open"}},
+	"unacknowledge": {name: "unacknowledge", event: "unacknowledged", from: []string{"acknowledged"}},
+	"resolve":       {name: "resolve", event: "resolved", from: []string{"open", "acknowledged"}},
+	"reopen":        {name: "reopen", event: "reopened", from: []string{"resolved"}},
+}
+
+var actionOrder = []string{"acknowledge", "unacknowledge", "resolve", "reopen"}
+
+// allowedActions lists what may be done to an incident in status.
+func allowedActions(status string) []string {
+	allowed := []string{}
+	for _, name := range actionOrder {
+		if slices.Contains(actions[name].from, status) {
+			allowed = append(allowed, name)
+		}
+	}
+	return allowed
+}
+
+// lifecycleState is the part of an incident a transition changes.
+type lifecycleState struct {
+	Status         string
+	AcknowledgedAt *time.Time
+	AcknowledgedBy *int64
+	ResolvedAt     *time.Time
+	ResolvedBy     *int64
+}
+
+// apply returns s after a by actor (nil: by the system). Acknowledgement
+// ends with unacknowledge and reopen; a resolved incident keeps who
+// acknowledged it.
+func (a action) apply(s lifecycleState, actor *int64, now time.Time) lifecycleState {
+	switch a.name {
+	case "acknowledge":
+		s.Status, s.AcknowledgedAt, s.AcknowledgedBy = "acknowledged", &now, actor
+	case "unacknowledge":
+		s.Status, s.AcknowledgedAt, s.AcknowledgedBy = "open", nil, nil
+	case "resolve":
+		s.Status, s.ResolvedAt, s.ResolvedBy = "resolved", &now, actor
+	case "reopen":
+		s = lifecycleState{Status: "open"}
+	}
+	return s
+}
 
 // incidentCreate is the body of POST /api/v1/incidents.
 type incidentCreate struct {
 	Title       jsonString `json:"title"`
 	Description jsonString `json:"description"`
 	Severity    jsonString `json:"severity"`
+	DedupKey    jsonString `json:"dedup_key"`
+	Labels      jsonLabels `json:"labels"`
 }
 
 func (in incidentCreate) validate() []fieldError {
@@ -26,11 +89,15 @@ func (in incidentCreate) validate() []fieldError {
 	problems = stringRule{required: true, min: 1, max: 200, notBlank: true}.check(problems, []string{"body", "title"}, in.Title)
 	problems = stringRule{max: 10000}.check(problems, []string{"body", "description"}, in.Description)
 	problems = stringRule{required: true, oneOf: severities}.check(problems, []string{"body", "severity"}, in.Severity)
-	return problems
+	problems = stringRule{min: 1, max: 255, notBlank: true}.check(problems, []string{"body", "dedup_key"}, in.DedupKey)
+	return in.Labels.check(problems, []string{"body", "labels"})
 }
 
 // handleIncidentCreate handles POST /api/v1/incidents. Scripts report
-// without logging in, as they did with the original service.
+// without logging in, as they did with the original service. A report with
+// a dedup_key that matches an unresolved incident is counted on it (200,
+// X-Dedup: existing) or reopens one resolved within REOPEN_WINDOW (200,
+// X-Dedup: reopened); otherwise it creates one (201, X-Dedup: new).
 func (s *server) handleIncidentCreate(w http.ResponseWriter, r *http.Request) error {
 	var in incidentCreate
 	if err := readJSON(w, r, &in); err != nil {
@@ -39,37 +106,146 @@ func (s *server) handleIncidentCreate(w http.ResponseWriter, r *http.Request) er
 	if err := invalid(in.validate()...); err != nil {
 		return err
 	}
-	inc, err := s.store.CreateIncident(r.Context(), newIncident{
+	inc, outcome, err := s.store.ReportIncident(r.Context(), newIncident{
 		Title:       in.Title.Value,
 		Description: in.Description.Value,
 		Severity:    in.Severity.Value,
-	}, s.now())
+		DedupKey:    in.DedupKey.Value,
+		Labels:      in.Labels.values(),
+	}, s.cfg.reopenWindow, s.now())
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, inc)
+	status := http.StatusOK
+	if outcome == reportNew {
+		status = http.StatusCreated
+	}
+	w.Header().Set("X-Dedup", string(outcome))
+	return writeIncident(w, status, inc)
+}
+
+// writeIncident writes an incident with its version as ETag.
+func writeIncident(w http.ResponseWriter, status int, inc incident) error {
+	w.Header().Set("ETag", etag(inc.Version))
+	return writeJSON(w, status, inc)
+}
+
+func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + `"` }
+
+// listSorts are the orders of GET /api/v1/incidents, by API name. The
+// default, newest first, pages by id alone.
+var listSorts = map[string]incidentSort{
+	"created_at":  {name: "created_at", key: "i.created_at"},
+	"-created_at": {name: "-created_at", key: "i.created_at", desc: true},
+	"severity":    {name: "severity", key: "severity_rank(i.severity)"},
+	"-severity":   {name: "-severity", key: "severity_rank(i.severity)", desc: true},
+	"updated_at":  {name: "updated_at", key: "i.updated_at"},
+	"-updated_at": {name: "-updated_at", key: "i.updated_at", desc: true},
+}
+
+var defaultSort = incidentSort{name: "-id", desc: true}
+
+// sortKeyOf is inc's position in sort, for the next page's cursor.
+func sortKeyOf(sort incidentSort, inc incident) sortKey {
+	k := sortKey{ID: inc.ID}
+	switch strings.TrimPrefix(sort.name, "-") {
+	case "created_at":
+		k.Key = inc.CreatedAt.Format(time.RFC3339Nano)
+	case "updated_at":
+		k.Key = inc.UpdatedAt.Format(time.RFC3339Nano)
+	case "severity":
+		k.Key = strconv.Itoa(slices.Index(severities, inc.Severity) + 1)
+	}
+	return k
+}
+
+// cursor is the opaque page token: the sort it belongs to and a position.
+type cursor struct {
+	Sort string `json:"s"`
+	sortKey
+}
+
+func encodeCursor(sort incidentSort, k sortKey) string {
+	b, _ := json.Marshal(cursor{Sort: sort.name, sortKey: k})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(raw string, sort incidentSort) (*sortKey, *fieldError) {
+	bad := &fieldError{Type: "value_error", Loc: []string{"query", "cursor"}, Msg: "Value error, not a cursor this list returned"}
+	b, err := base64.RawURLEncoding.DecodeString(raw)
+	if err != nil {
+		return nil, bad
+	}
+	var c cursor
+	if json.Unmarshal(b, &c) != nil || c.ID < 1 {
+		return nil, bad
+	}
+	if c.Sort != sort.name {
+		return nil, &fieldError{Type: "value_error", Loc: []string{"query", "cursor"}, Msg: "Value error, the cursor belongs to sort=" + c.Sort}
+	}
+	if sort.key != "" {
+		if _, err := time.Parse(time.RFC3339Nano, c.Key); err != nil {
+			if _, err := strconv.Atoi(c.Key); err != nil {
+				return nil, bad
+			}
+		}
+	}
+	return &c.sortKey, nil
 }
 
 // handleIncidentList handles GET /api/v1/incidents.
 func (s *server) handleIncidentList(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	f := incidentFilter{Limit: 100}
+	f := incidentFilter{Sort: defaultSort}
 	var problems []fieldError
 	f.Statuses, problems = queryEnum(problems, q, "status", statuses)
 	f.Severities, problems = queryEnum(problems, q, "severity", severities)
-	if v := q.Get("limit"); v != "" {
-		n, perr := parseIntParam([]string{"query", "limit"}, v, 1, 1000)
-		if perr != nil {
-			problems = append(problems, *perr)
+	var limit, before int64
+	limit, problems = queryInt(problems, q, "limit", 100, 1, 1000)
+	before, problems = queryInt(problems, q, "before", 0, 1, 1<<63-1)
+	f.Limit = int(limit)
+	if v := q.Get("sort"); v != "" {
+		sort, ok := listSorts[v]
+		if !ok {
+			problems = append(problems, fieldError{Type: "enum", Loc: []string{"query", "sort"}, Msg: "Input should be " + quoteList(sortNames())})
 		}
-		f.Limit = int(n)
+		f.Sort = sort
 	}
-	if v := q.Get("before"); v != "" {
-		n, perr := parseIntParam([]string{"query", "before"}, v, 1, 1<<63-1)
+	if v := q.Get("dedup_key"); v != "" {
+		f.DedupKey = v
+	}
+	for _, raw := range q["label"] {
+		k, v, ok := strings.Cut(raw, ":")
+		if !ok || k == "" {
+			problems = append(problems, fieldError{Type: "value_error", Loc: []string{"query", "label"}, Msg: "Value error, a label filter is key:value"})
+			continue
+		}
+		f.Labels = append(f.Labels, [2]string{k, v})
+	}
+	if v := q.Get("q"); v != "" {
+		if utf8.RuneCountInString(v) > 200 || strings.ContainsRune(v, 0) {
+			problems = append(problems, fieldError{Type: "string_too_long", Loc: []string{"query", "q"}, Msg: "String should have at most 200 characters"})
+		}
+		f.Query = v
+	}
+	f.Since, problems = queryTime(problems, q, "since")
+	f.Until, problems = queryTime(problems, q, "until")
+	if raw := q.Get("cursor"); raw != "" && f.Sort.name != "" {
+		after, perr := decodeCursor(raw, f.Sort)
 		if perr != nil {
 			problems = append(problems, *perr)
 		}
-		f.Before = n
+		f.After = after
+	}
+	if before > 0 {
+		switch {
+		case f.Sort != defaultSort:
+			problems = append(problems, fieldError{Type: "value_error", Loc: []string{"query", "before"}, Msg: "Value error, before pages the default order; use cursor with sort"})
+		case q.Get("cursor") != "":
+			problems = append(problems, fieldError{Type: "value_error", Loc: []string{"query", "before"}, Msg: "Value error, use before or cursor, not both"})
+		default:
+			f.After = &sortKey{ID: before}
+		}
 	}
 	if err := invalid(problems...); err != nil {
 		return err
@@ -79,11 +255,20 @@ func (s *server) handleIncidentList(w http.ResponseWriter, r *http.Request) erro
 		return err
 	}
 	if more {
+		last := list[len(list)-1]
 		next := cloneQuery(q)
-		next.Set("before", strconv.FormatInt(list[len(list)-1].ID, 10))
+		if f.Sort == defaultSort && q.Get("cursor") == "" {
+			next.Set("before", strconv.FormatInt(last.ID, 10)) // the original API's pages
+		} else {
+			next.Set("cursor", encodeCursor(f.Sort, sortKeyOf(f.Sort, last)))
+		}
 		w.Header().Set("Link", linkNext(r, next))
 	}
 	return writeJSON(w, http.StatusOK, list)
+}
+
+func sortNames() []string {
+	return []string{"created_at", "-created_at", "severity", "-severity", "updated_at", "-updated_at"}
 }
 
 // queryEnum reads a query parameter that may repeat or hold a
@@ -104,6 +289,32 @@ func queryEnum(problems []fieldError, q url.Values, name string, allowed []strin
 		}
 	}
 	return values, problems
+}
+
+// queryInt reads an integer query parameter within [min, max], def when absent.
+func queryInt(problems []fieldError, q url.Values, name string, def, min, max int64) (int64, []fieldError) {
+	v := q.Get(name)
+	if v == "" {
+		return def, problems
+	}
+	n, perr := parseIntParam([]string{"query", name}, v, min, max)
+	if perr != nil {
+		return def, append(problems, *perr)
+	}
+	return n, problems
+}
+
+// queryTime reads an RFC 3339 time query parameter.
+func queryTime(problems []fieldError, q url.Values, name string) (*time.Time, []fieldError) {
+	v := q.Get(name)
+	if v == "" {
+		return nil, problems
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return nil, append(problems, fieldError{Type: "datetime_parsing", Loc: []string{"query", name}, Msg: "Input should be a valid datetime in RFC 3339 format, such as 2026-11-26T21:58:00Z"})
+	}
+	return &t, problems
 }
 
 func cloneQuery(q url.Values) url.Values {
@@ -131,6 +342,14 @@ func pathID(r *http.Request) (int64, error) {
 
 var errIncidentNotFound = &httpError{status: http.StatusNotFound, detail: "Incident not found"}
 
+// notFoundAs turns the store's errNotFound into the route's own 404.
+func notFoundAs(err error, notFound error) error {
+	if errors.Is(err, errNotFound) {
+		return notFound
+	}
+	return err
+}
+
 // handleIncidentGet handles GET /api/v1/incidents/{id}.
 func (s *server) handleIncidentGet(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
@@ -138,17 +357,107 @@ func (s *server) handleIncidentGet(w http.ResponseWriter, r *http.Request) error
 		return err
 	}
 	inc, err := s.store.Incident(r.Context(), id)
-	if errors.Is(err, errNotFound) {
-		return errIncidentNotFound
+	if err != nil {
+		return notFoundAs(err, errIncidentNotFound)
 	}
+	return writeIncident(w, http.StatusOK, inc)
+}
+
+// handleIncidentStats handles GET /api/v1/incidents/stats.
+func (s *server) handleIncidentStats(w http.ResponseWriter, r *http.Request) error {
+	stats, err := s.store.Stats(r.Context())
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, inc)
+	return writeJSON(w, http.StatusOK, stats)
 }
 
-// handleIncidentResolve handles PATCH /api/v1/incidents/{id}/resolve.
-func (s *server) handleIncidentResolve(w http.ResponseWriter, r *http.Request) error {
+// transitionRequest is the optional body of the lifecycle routes.
+type transitionRequest struct {
+	Note jsonString `json:"note"`
+}
+
+// handleIncidentTransition returns the handler of PATCH
+// /api/v1/incidents/{id}/<action>.
+func (s *server) handleIncidentTransition(name string) func(http.ResponseWriter, *http.Request) error {
+	a := actions[name]
+	return func(w http.ResponseWriter, r *http.Request) error {
+		u, err := s.authenticate(r)
+		if err != nil {
+			return err
+		}
+		id, err := pathID(r)
+		if err != nil {
+			return err
+		}
+		var in transitionRequest
+		if err := readOptionalJSON(w, r, &in); err != nil {
+			return err
+		}
+		if err := invalid(stringRule{min: 1, max: 10000, notBlank: true}.check(nil, []string{"body", "note"}, in.Note)...); err != nil {
+			return err
+		}
+		ifMatch, err := parseIfMatch(r.Header.Get("If-Match"))
+		if err != nil {
+			return err
+		}
+		inc, err := s.store.Transition(r.Context(), id, a, u.ID, ifMatch, in.Note.Value, s.now())
+		var (
+			stale  *staleError
+			refuse *transitionError
+		)
+		switch {
+		case errors.As(err, &stale):
+			return &httpError{status: http.StatusPreconditionFailed, detail: fmt.Sprintf("Incident has changed: it is at version %d", stale.version),
+				header: http.Header{"Etag": {etag(stale.version)}}, extra: map[string]any{"version": stale.version}}
+		case errors.As(err, &refuse):
+			return transitionConflict(refuse)
+		case errors.Is(err, errConflict):
+			return &httpError{status: http.StatusConflict, detail: "Another unresolved incident has the same dedup_key"}
+		case err != nil:
+			return notFoundAs(err, errIncidentNotFound)
+		}
+		if name == "resolve" {
+			// The original API's body, unchanged.
+			w.Header().Set("ETag", etag(inc.Version))
+			return writeJSON(w, http.StatusOK, map[string]string{"message": "Incident resolved", "incident status": "resolved"})
+		}
+		return writeIncident(w, http.StatusOK, inc)
+	}
+}
+
+// transitionConflict is the 409 for an action the status does not allow:
+// it names the status and what is allowed instead.
+func transitionConflict(e *transitionError) error {
+	allowed := allowedActions(e.status)
+	detail := fmt.Sprintf("Incident is %s; allowed: %s", e.status, strings.Join(allowed, ", "))
+	if e.action.event == e.status {
+		detail = "Incident already " + e.status // the original API's message for resolve
+	}
+	return &httpError{status: http.StatusConflict, detail: detail, extra: map[string]any{"status": e.status, "allowed": allowed}}
+}
+
+// parseIfMatch reads an If-Match header: a version as an entity tag ("3",
+// W/"3" or 3), or * for any. Nil means no check.
+func parseIfMatch(v string) (*int64, error) {
+	v = strings.TrimSpace(v)
+	if v == "" || v == "*" {
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(v, "W/"), `"`), 10, 64)
+	if err != nil {
+		return nil, &httpError{status: http.StatusPreconditionFailed, detail: "If-Match must be an ETag this server returned"}
+	}
+	return &n, nil
+}
+
+// noteCreate is the body of POST /api/v1/incidents/{id}/notes.
+type noteCreate struct {
+	Body jsonString `json:"body"`
+}
+
+// handleNoteCreate handles POST /api/v1/incidents/{id}/notes.
+func (s *server) handleNoteCreate(w http.ResponseWriter, r *http.Request) error {
 	u, err := s.authenticate(r)
 	if err != nil {
 		return err
@@ -157,14 +466,76 @@ func (s *server) handleIncidentResolve(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	_, err = s.store.ResolveIncident(r.Context(), id, u.ID, s.now())
-	switch {
-	case errors.Is(err, errNotFound):
-		return errIncidentNotFound
-	case errors.Is(err, errConflict):
-		return &httpError{status: http.StatusConflict, detail: "Incident already resolved"}
-	case err != nil:
+	var in noteCreate
+	if err := readJSON(w, r, &in); err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]string{"message": "Incident resolved", "incident status": "resolved"})
+	if err := invalid(stringRule{required: true, min: 1, max: 10000, notBlank: true}.check(nil, []string{"body", "body"}, in.Body)...); err != nil {
+		return err
+	}
+	n, err := s.store.AddNote(r.Context(), id, in.Body.Value, u.ID, s.now())
+	if err != nil {
+		return notFoundAs(err, errIncidentNotFound)
+	}
+	return writeJSON(w, http.StatusCreated, n)
+}
+
+// pageParams reads limit and after for the lists that page forward by id.
+func pageParams(q url.Values) (limit int, after int64, err error) {
+	var problems []fieldError
+	l, problems := queryInt(problems, q, "limit", 100, 1, 1000)
+	after, problems = queryInt(problems, q, "after", 0, 0, 1<<63-1)
+	return int(l), after, invalid(problems...)
+}
+
+// setNextPage sets the Link header to the page after the id last.
+func setNextPage(w http.ResponseWriter, r *http.Request, last int64) {
+	next := cloneQuery(r.URL.Query())
+	next.Set("after", strconv.FormatInt(last, 10))
+	w.Header().Set("Link", linkNext(r, next))
+}
+
+// handleNoteList handles GET /api/v1/incidents/{id}/notes.
+func (s *server) handleNoteList(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	limit, after, err := pageParams(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	notes, more, err := s.store.Notes(r.Context(), id, after, limit)
+	if err != nil {
+		return notFoundAs(err, errIncidentNotFound)
+	}
+	if more {
+		setNextPage(w, r, notes[len(notes)-1].ID)
+	}
+	return writeJSON(w, http.StatusOK, notes)
+}
+
+// handleIncidentEvents handles GET /api/v1/incidents/{id}/events: the
+// incident's timeline, oldest first.
+func (s *server) handleIncidentEvents(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	limit, after, err := pageParams(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	events, more, err := s.store.IncidentEvents(r.Context(), id, after, limit)
+	if err != nil {
+		return notFoundAs(err, errIncidentNotFound)
+	}
+	timeline := make([]eventView, len(events))
+	for i, e := range events {
+		timeline[i] = newEventView(e)
+	}
+	if more {
+		setNextPage(w, r, events[len(events)-1].Seq)
+	}
+	return writeJSON(w, http.StatusOK, timeline)
 }

@@ -56,7 +56,8 @@ func TestIncidentCreate(t *testing.T) {
 	r.mustStatus(t, "create", http.StatusCreated)
 	var body map[string]any
 	r.json(t, &body)
-	wantKeys := []string{"created_at", "description", "id", "resolved_at", "resolved_by", "severity", "status", "title", "updated_at"}
+	wantKeys := []string{"acknowledged_at", "acknowledged_by", "created_at", "dedup_key", "description", "id", "labels",
+		"last_occurred_at", "occurrences", "resolved_at", "resolved_by", "severity", "status", "title", "updated_at", "version"}
 	var keys []string
 	for k := range body {
 		keys = append(keys, k)

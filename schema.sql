@@ -30,6 +30,17 @@ ALTER TABLE incidents
     ADD COLUMN IF NOT EXISTS resolved_at timestamptz,
     ADD COLUMN IF NOT EXISTS resolved_by integer REFERENCES users (id) ON DELETE SET NULL;
 
+-- The lifecycle: acknowledgement, deduplication, labels, and a version for
+-- optimistic concurrency (the ETag).
+ALTER TABLE incidents
+    ADD COLUMN IF NOT EXISTS acknowledged_at timestamptz,
+    ADD COLUMN IF NOT EXISTS acknowledged_by integer REFERENCES users (id) ON DELETE SET NULL,
+    ADD COLUMN IF NOT EXISTS dedup_key text,
+    ADD COLUMN IF NOT EXISTS occurrences integer NOT NULL DEFAULT 1,
+    ADD COLUMN IF NOT EXISTS last_occurred_at timestamptz,
+    ADD COLUMN IF NOT EXISTS labels jsonb NOT NULL DEFAULT '{}',
+    ADD COLUMN IF NOT EXISTS version integer NOT NULL DEFAULT 1;
+
 -- Upgrade the original's column types and fill what it left empty. Each step
 -- looks at the catalog first, so a current database costs no table scan.
 DO $$
@@ -63,6 +74,7 @@ BEGIN
         UPDATE incidents SET description = '' WHERE description IS NULL;
         UPDATE incidents SET status = 'open' WHERE status IS NULL;
         UPDATE incidents SET updated_at = created_at WHERE updated_at IS NULL;
+        UPDATE incidents SET last_occurred_at = created_at WHERE last_occurred_at IS NULL;
         ALTER TABLE incidents
             ALTER COLUMN title SET NOT NULL,
             ALTER COLUMN severity SET NOT NULL,
@@ -75,6 +87,14 @@ BEGIN
             ALTER COLUMN updated_at SET NOT NULL,
             ALTER COLUMN updated_at SET DEFAULT now();
     END IF;
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+               WHERE table_schema = current_schema() AND table_name = 'incidents'
+                 AND column_name = 'last_occurred_at' AND is_nullable = 'YES') THEN
+        UPDATE incidents SET last_occurred_at = created_at WHERE last_occurred_at IS NULL;
+        ALTER TABLE incidents
+            ALTER COLUMN last_occurred_at SET NOT NULL,
+            ALTER COLUMN last_occurred_at SET DEFAULT now();
+    END IF;
 
     -- NOT VALID: rows the original wrote are kept as they are, new rows are
     -- checked. A changed rule gets a new constraint name.
@@ -82,9 +102,10 @@ BEGIN
         ALTER TABLE incidents ADD CONSTRAINT incidents_severity_valid
             CHECK (severity IN ('low', 'medium', 'high', 'critical')) NOT VALID;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'incidents'::regclass AND conname = 'incidents_status_valid') THEN
-        ALTER TABLE incidents ADD CONSTRAINT incidents_status_valid
-            CHECK (status IN ('open', 'resolved')) NOT VALID;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = 'incidents'::regclass AND conname = 'incidents_status_valid_v2') THEN
+        ALTER TABLE incidents DROP CONSTRAINT IF EXISTS incidents_status_valid;
+        ALTER TABLE incidents ADD CONSTRAINT incidents_status_valid_v2
+            CHECK (status IN ('open', 'acknowledged', 'resolved')) NOT VALID;
     END IF;
 END
 $$;
@@ -92,9 +113,44 @@ $$;
 -- Usernames are unique regardless of case: Alice and alice are one person.
 CREATE UNIQUE INDEX IF NOT EXISTS users_username_lower_key ON users (lower(username));
 
--- The list is newest first by id, optionally filtered by status or severity.
+-- Severities sort by weight, not by name.
+CREATE OR REPLACE FUNCTION severity_rank(severity text) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN
+    CASE severity WHEN 'low' THEN 1 WHEN 'medium' THEN 2 WHEN 'high' THEN 3 WHEN 'critical' THEN 4 ELSE 0 END;
+
+-- The list: newest first by id by default, filtered by status or severity;
+-- the other sorts page by (key, id).
 CREATE INDEX IF NOT EXISTS incidents_status_id_idx ON incidents (status, id);
 CREATE INDEX IF NOT EXISTS incidents_severity_id_idx ON incidents (severity, id);
+CREATE INDEX IF NOT EXISTS incidents_created_at_idx ON incidents (created_at, id);
+CREATE INDEX IF NOT EXISTS incidents_updated_at_idx ON incidents (updated_at, id);
+CREATE INDEX IF NOT EXISTS incidents_severity_rank_idx ON incidents (severity_rank(severity), id);
+CREATE INDEX IF NOT EXISTS incidents_labels_idx ON incidents USING gin (labels jsonb_path_ops);
+
+-- At most one unresolved incident per dedup_key: concurrent reports with one
+-- key meet in INSERT ... ON CONFLICT on this index.
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_dedup_key_unresolved ON incidents (dedup_key)
+    WHERE dedup_key IS NOT NULL AND status <> 'resolved';
+-- A report that flaps finds the incident resolved a moment ago.
+CREATE INDEX IF NOT EXISTS incidents_dedup_key_resolved ON incidents (dedup_key, resolved_at)
+    WHERE dedup_key IS NOT NULL AND status = 'resolved';
+
+-- Title search (q=) uses trigrams where the pg_trgm extension can be had; a
+-- role that may not create it gets a sequential scan instead.
+DO $$
+BEGIN
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'pg_trgm unavailable (%); title search scans the table', SQLERRM;
+END
+$$;
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+        CREATE INDEX IF NOT EXISTS incidents_title_trgm_idx ON incidents USING gin (title gin_trgm_ops);
+    END IF;
+END
+$$;
 
 -- Every change to an incident appends one event in the same transaction: the
 -- incident's timeline and, by id, the real-time stream's sequence.
@@ -107,6 +163,17 @@ CREATE TABLE IF NOT EXISTS incident_events (
     data        jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS incident_events_incident_idx ON incident_events (incident_id, id);
+
+-- Notes responders leave on an incident; a transition may carry one.
+CREATE TABLE IF NOT EXISTS incident_notes (
+    id          bigserial PRIMARY KEY,
+    incident_id integer NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    body        text NOT NULL,
+    author_id   integer REFERENCES users (id) ON DELETE SET NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS incident_notes_incident_idx ON incident_notes (incident_id, id);
+ALTER TABLE incident_events ADD COLUMN IF NOT EXISTS note_id bigint REFERENCES incident_notes (id) ON DELETE SET NULL;
 
 -- The real-time stream: every appended event notifies listeners with its id
 -- (never the row: payloads are capped at 8000 bytes). NOTIFY is delivered at

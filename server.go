@@ -83,8 +83,15 @@ func (s *server) routeList() []route {
 
 		{"POST /api/v1/incidents", s.handleIncidentCreate},
 		{"GET /api/v1/incidents", s.handleIncidentList},
+		{"GET /api/v1/incidents/stats", s.handleIncidentStats},
 		{"GET /api/v1/incidents/{id}", s.handleIncidentGet},
-		{"PATCH /api/v1/incidents/{id}/resolve", s.handleIncidentResolve},
+		{"PATCH /api/v1/incidents/{id}/acknowledge", s.handleIncidentTransition("acknowledge")},
+		{"PATCH /api/v1/incidents/{id}/unacknowledge", s.handleIncidentTransition("unacknowledge")},
+		{"PATCH /api/v1/incidents/{id}/resolve", s.handleIncidentTransition("resolve")},
+		{"PATCH /api/v1/incidents/{id}/reopen", s.handleIncidentTransition("reopen")},
+		{"POST /api/v1/incidents/{id}/notes", s.handleNoteCreate},
+		{"GET /api/v1/incidents/{id}/notes", s.handleNoteList},
+		{"GET /api/v1/incidents/{id}/events", s.handleIncidentEvents},
 
 		{"GET /api/v1/ws", s.handleWS},
 		{"GET /api/v1/events", s.handleSSE},

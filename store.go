@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -172,46 +173,83 @@ func (st *store) UserByID(ctx context.Context, id int64) (user, error) {
 }
 
 // incident is an incident as the API returns it, in REST responses and in
-// stream events alike.
+// stream events alike. The original service's keys come first.
 type incident struct {
-	ID          int64      `json:"id"`
-	Title       string     `json:"title"`
-	Description string     `json:"description"`
-	Severity    string     `json:"severity"`
-	Status      string     `json:"status"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-	ResolvedAt  *time.Time `json:"resolved_at"`
-	ResolvedBy  *string    `json:"resolved_by"`
+	ID             int64             `json:"id"`
+	Title          string            `json:"title"`
+	Description    string            `json:"description"`
+	Severity       string            `json:"severity"`
+	Status         string            `json:"status"`
+	CreatedAt      time.Time         `json:"created_at"`
+	UpdatedAt      time.Time         `json:"updated_at"`
+	ResolvedAt     *time.Time        `json:"resolved_at"`
+	ResolvedBy     *string           `json:"resolved_by"`
+	AcknowledgedAt *time.Time        `json:"acknowledged_at"`
+	AcknowledgedBy *string           `json:"acknowledged_by"`
+	DedupKey       *string           `json:"dedup_key"`
+	Occurrences    int               `json:"occurrences"`
+	LastOccurredAt time.Time         `json:"last_occurred_at"`
+	Labels         map[string]string `json:"labels"`
+	Version        int64             `json:"version"`
 }
+
+// incidentColumns reads an incident under the alias i, with the usernames
+// the API shows joined as resolver and acker.
+const incidentColumns = `i.id, i.title, i.description, i.severity, i.status, i.created_at, i.updated_at,
+	i.resolved_at, resolver.username, i.acknowledged_at, acker.username,
+	i.dedup_key, i.occurrences, i.last_occurred_at, i.labels, i.version`
 
 // incidentSelect reads incidents from source (the table, or a CTE that
-// changed rows) under the alias i, with the usernames the API shows.
-func incidentSelect(source string) string {
-	return `SELECT i.id, i.title, i.description, i.severity, i.status, i.created_at, i.updated_at,
-		i.resolved_at, resolver.username
+// changed rows) under the alias i, with any extra columns after them.
+func incidentSelect(source string, extraColumns ...string) string {
+	return `SELECT ` + strings.Join(append([]string{incidentColumns}, extraColumns...), ", ") + `
 	FROM ` + source + ` i
-	LEFT JOIN users resolver ON resolver.id = i.resolved_by`
+	LEFT JOIN users resolver ON resolver.id = i.resolved_by
+	LEFT JOIN users acker ON acker.id = i.acknowledged_by`
 }
 
-func scanIncident(row interface{ Scan(...any) error }) (incident, error) {
+// scanIncident scans incidentColumns, then any extra destinations.
+func scanIncident(row interface{ Scan(...any) error }, extra ...any) (incident, error) {
 	var (
-		inc        incident
-		resolvedAt sql.NullTime
-		resolvedBy sql.NullString
+		inc                 incident
+		resolvedAt, ackedAt sql.NullTime
+		resolvedBy, ackedBy sql.NullString
+		dedupKey            sql.NullString
+		labels              []byte
 	)
-	err := row.Scan(&inc.ID, &inc.Title, &inc.Description, &inc.Severity, &inc.Status, &inc.CreatedAt, &inc.UpdatedAt,
-		&resolvedAt, &resolvedBy)
+	dest := append([]any{&inc.ID, &inc.Title, &inc.Description, &inc.Severity, &inc.Status, &inc.CreatedAt, &inc.UpdatedAt,
+		&resolvedAt, &resolvedBy, &ackedAt, &ackedBy, &dedupKey, &inc.Occurrences, &inc.LastOccurredAt, &labels, &inc.Version}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return inc, err
+	}
 	inc.CreatedAt = inc.CreatedAt.UTC()
 	inc.UpdatedAt = inc.UpdatedAt.UTC()
-	if resolvedAt.Valid {
-		t := resolvedAt.Time.UTC()
-		inc.ResolvedAt = &t
+	inc.LastOccurredAt = inc.LastOccurredAt.UTC()
+	inc.ResolvedAt = utcOrNil(resolvedAt)
+	inc.AcknowledgedAt = utcOrNil(ackedAt)
+	inc.ResolvedBy = stringOrNil(resolvedBy)
+	inc.AcknowledgedBy = stringOrNil(ackedBy)
+	inc.DedupKey = stringOrNil(dedupKey)
+	inc.Labels = map[string]string{}
+	if err := json.Unmarshal(labels, &inc.Labels); err != nil {
+		return inc, fmt.Errorf("incident %d labels: %w", inc.ID, err)
 	}
-	if resolvedBy.Valid {
-		inc.ResolvedBy = &resolvedBy.String
+	return inc, nil
+}
+
+func utcOrNil(t sql.NullTime) *time.Time {
+	if !t.Valid {
+		return nil
 	}
-	return inc, err
+	u := t.Time.UTC()
+	return &u
+}
+
+func stringOrNil(s sql.NullString) *string {
+	if !s.Valid {
+		return nil
+	}
+	return &s.String
 }
 
 // newIncident is what a report carries.
@@ -219,35 +257,275 @@ type newIncident struct {
 	Title       string
 	Description string
 	Severity    string
+	DedupKey    string // empty: no deduplication
+	Labels      map[string]string
 }
 
-// CreateIncident inserts an incident and its "added" event.
-func (st *store) CreateIncident(ctx context.Context, in newIncident, now time.Time) (incident, error) {
+// reportOutcome says what a report did.
+type reportOutcome string
+
+const (
+	reportNew      reportOutcome = "new"      // a new incident
+	reportExisting reportOutcome = "existing" // counted as an occurrence of an unresolved one
+	reportReopened reportOutcome = "reopened" // reopened one resolved within the reopen window
+)
+
+// ReportIncident records a report. Without a dedup key it creates an
+// incident. With one, a report matching an unresolved incident is counted
+// on it (severity only ever raised); one matching an incident resolved less
+// than reopenWindow ago reopens it; otherwise a new incident is created.
+// Concurrent reports with one key meet in the partial unique index, so they
+// create at most one incident.
+func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	labels, err := json.Marshal(in.Labels)
+	if err != nil {
+		return incident{}, "", err
+	}
+	var dedupKey *string
+	if in.DedupKey != "" {
+		dedupKey = &in.DedupKey
+	}
+	var (
+		inc     incident
+		outcome reportOutcome
+	)
+	report := func(tx *sql.Tx) error {
+		if dedupKey != nil && reopenWindow > 0 {
+			reopened, err := st.reopenFlapping(ctx, tx, in, now.Add(-reopenWindow), now)
+			if err != nil || reopened != nil {
+				if reopened != nil {
+					inc, outcome = *reopened, reportReopened
+				}
+				return err
+			}
+		}
+		var inserted bool
+		inc, err = scanIncident(tx.QueryRowContext(ctx, `WITH reported AS (
+			INSERT INTO incidents (title, description, severity, status, created_at, updated_at, last_occurred_at, dedup_key, labels)
+			VALUES ($1, $2, $3, 'open', $4, $4, $4, $5, $6)
+			ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status <> 'resolved' DO UPDATE SET
+				occurrences = incidents.occurrences + 1,
+				last_occurred_at = EXCLUDED.last_occurred_at,
+				severity = CASE WHEN severity_rank(EXCLUDED.severity) > severity_rank(incidents.severity)
+					THEN EXCLUDED.severity ELSE incidents.severity END,
+				updated_at = EXCLUDED.updated_at,
+				version = incidents.version + 1
+			RETURNING *, xmax = 0 AS inserted)
+			`+incidentSelect("reported", "i.inserted"),
+			in.Title, in.Description, in.Severity, now, dedupKey, labels), &inserted)
+		if err != nil {
+			return fmt.Errorf("report incident: %w", err)
+		}
+		outcome = reportNew
+		eventType := "added"
+		if !inserted {
+			outcome, eventType = reportExisting, "occurred"
+		}
+		return appendEvent(ctx, tx, eventType, inc, nil, nil, now)
+	}
+	// A reopen can race a concurrent report that created a new incident for
+	// the key; the unique index refuses the second unresolved incident and
+	// the report runs again, now finding the first.
+	for attempt := 0; ; attempt++ {
+		err = st.inTx(ctx, report)
+		if !errors.Is(err, errConflict) || attempt == 2 {
+			return inc, outcome, err
+		}
+	}
+}
+
+// reopenFlapping reopens the incident with in's dedup key that was resolved
+// after resolvedSince, if there is one and no unresolved incident has the
+// key; it returns nil otherwise. The row lock makes concurrent reports wait
+// for one reopen and then count as occurrences of it.
+func (st *store) reopenFlapping(ctx context.Context, tx *sql.Tx, in newIncident, resolvedSince, now time.Time) (*incident, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM incidents r
+		WHERE dedup_key = $1 AND status = 'resolved' AND resolved_at > $2
+		  AND NOT EXISTS (SELECT 1 FROM incidents u WHERE u.dedup_key = $1 AND u.status <> 'resolved')
+		ORDER BY resolved_at DESC LIMIT 1
+		FOR UPDATE`, in.DedupKey, resolvedSince).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find flapping incident: %w", err)
+	}
+	inc, err := st.applyTransition(ctx, tx, id, actions["reopen"], nil, nil, "", now, in.Severity)
+	return &inc, err
+}
+
+// staleError is a failed If-Match: the incident is at another version.
+type staleError struct{ version int64 }
+
+func (e *staleError) Error() string { return fmt.Sprintf("incident is at version %d", e.version) }
+
+// transitionError is a transition the incident's status does not allow.
+type transitionError struct {
+	action action
+	status string
+}
+
+func (e *transitionError) Error() string {
+	return fmt.Sprintf("cannot %s an incident that is %s", e.action.name, e.status)
+}
+
+// Transition applies a lifecycle action by actorID to incident id. ifMatch,
+// when set, must be the incident's version; note, when not empty, is stored
+// with the change. Errors: errNotFound, *staleError, *transitionError, and
+// errConflict when reopening would make a second unresolved incident with
+// one dedup key. The row lock serializes concurrent transitions, so each
+// change happens once and records one event.
+func (st *store) Transition(ctx context.Context, id int64, a action, actorID int64, ifMatch *int64, note string, now time.Time) (incident, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	var inc incident
 	err := st.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		inc, err = scanIncident(tx.QueryRowContext(ctx, `WITH created AS (
-			INSERT INTO incidents (title, description, severity, status, created_at, updated_at)
-			VALUES ($1, $2, $3, 'open', $4, $4) RETURNING *)
-			`+incidentSelect("created"), in.Title, in.Description, in.Severity, now))
-		if err != nil {
-			return fmt.Errorf("insert incident: %w", err)
-		}
-		return appendEvent(ctx, tx, "added", inc, nil, now)
+		inc, err = st.applyTransition(ctx, tx, id, a, &actorID, ifMatch, note, now, "")
+		return err
 	})
 	return inc, err
 }
 
+// applyTransition locks incident id, checks ifMatch and the status, applies
+// a, stores note and records the event. raiseSeverity, when set, counts the
+// change as an occurrence of a new report with that severity.
+func (st *store) applyTransition(ctx context.Context, tx *sql.Tx, id int64, a action, actorID, ifMatch *int64, note string, now time.Time, raiseSeverity string) (incident, error) {
+	var (
+		cur     lifecycleState
+		version int64
+	)
+	err := tx.QueryRowContext(ctx, `SELECT status, acknowledged_at, acknowledged_by, resolved_at, resolved_by, version
+		FROM incidents WHERE id = $1::bigint FOR UPDATE`, id).
+		Scan(&cur.Status, &cur.AcknowledgedAt, &cur.AcknowledgedBy, &cur.ResolvedAt, &cur.ResolvedBy, &version)
+	if err != nil {
+		return incident{}, err
+	}
+	if ifMatch != nil && *ifMatch != version {
+		return incident{}, &staleError{version: version}
+	}
+	if !slices.Contains(a.from, cur.Status) {
+		return incident{}, &transitionError{action: a, status: cur.Status}
+	}
+	next := a.apply(cur, actorID, now)
+	occurred := raiseSeverity != ""
+	inc, err := scanIncident(tx.QueryRowContext(ctx, `WITH changed AS (
+		UPDATE incidents SET status = $2, acknowledged_at = $3, acknowledged_by = $4, resolved_at = $5, resolved_by = $6,
+			updated_at = $7, version = version + 1,
+			occurrences = occurrences + CASE WHEN $8 THEN 1 ELSE 0 END,
+			last_occurred_at = CASE WHEN $8 THEN $7 ELSE last_occurred_at END,
+			severity = CASE WHEN severity_rank($9) > severity_rank(severity) THEN $9 ELSE severity END
+		WHERE id = $1 RETURNING *)
+		`+incidentSelect("changed"),
+		id, next.Status, next.AcknowledgedAt, next.AcknowledgedBy, next.ResolvedAt, next.ResolvedBy, now, occurred, raiseSeverity))
+	if err != nil {
+		return incident{}, fmt.Errorf("%s incident: %w", a.name, err)
+	}
+	var noteID *int64
+	if note != "" {
+		n, err := insertNote(ctx, tx, id, note, actorID, now)
+		if err != nil {
+			return incident{}, err
+		}
+		noteID = &n.ID
+	}
+	return inc, appendEvent(ctx, tx, a.event, inc, actorID, noteID, now)
+}
+
+// note is a responder's note on an incident.
+type note struct {
+	ID         int64     `json:"id"`
+	IncidentID int64     `json:"incident_id"`
+	Body       string    `json:"body"`
+	Author     *string   `json:"author"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+func insertNote(ctx context.Context, tx *sql.Tx, incidentID int64, body string, authorID *int64, now time.Time) (note, error) {
+	n := note{IncidentID: incidentID, Body: body, CreatedAt: now.UTC()}
+	err := tx.QueryRowContext(ctx, `WITH inserted AS (
+		INSERT INTO incident_notes (incident_id, body, author_id, created_at) VALUES ($1, $2, $3, $4) RETURNING id, author_id)
+		SELECT inserted.id, author.username FROM inserted LEFT JOIN users author ON author.id = inserted.author_id`,
+		incidentID, body, authorID, now).Scan(&n.ID, &n.Author)
+	if err != nil {
+		return note{}, fmt.Errorf("insert note: %w", err)
+	}
+	return n, nil
+}
+
+// AddNote stores a note on incident id and records a "noted" event.
+func (st *store) AddNote(ctx context.Context, incidentID int64, body string, authorID int64, now time.Time) (note, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	var n note
+	err := st.inTx(ctx, func(tx *sql.Tx) error {
+		// The share lock keeps the event's snapshot of the incident current
+		// against a concurrent transition.
+		inc, err := scanIncident(tx.QueryRowContext(ctx, incidentSelect("incidents")+` WHERE i.id = $1::bigint FOR SHARE OF i`, incidentID))
+		if err != nil {
+			return err
+		}
+		if n, err = insertNote(ctx, tx, incidentID, body, &authorID, now); err != nil {
+			return err
+		}
+		return appendEvent(ctx, tx, "noted", inc, &authorID, &n.ID, now)
+	})
+	return n, err
+}
+
+// Notes returns up to limit notes on incident id after the note afterID,
+// oldest first, and whether more follow.
+func (st *store) Notes(ctx context.Context, incidentID, afterID int64, limit int) ([]note, bool, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	if err := st.incidentExists(ctx, incidentID); err != nil {
+		return nil, false, err
+	}
+	rows, err := st.db.QueryContext(ctx, `SELECT n.id, n.incident_id, n.body, author.username, n.created_at
+		FROM incident_notes n LEFT JOIN users author ON author.id = n.author_id
+		WHERE n.incident_id = $1::bigint AND n.id > $2 ORDER BY n.id LIMIT $3`, incidentID, afterID, limit+1)
+	if err != nil {
+		return nil, false, st.mapErr(err)
+	}
+	defer rows.Close()
+	notes := []note{}
+	for rows.Next() {
+		var n note
+		if err := rows.Scan(&n.ID, &n.IncidentID, &n.Body, &n.Author, &n.CreatedAt); err != nil {
+			return nil, false, st.mapErr(err)
+		}
+		n.CreatedAt = n.CreatedAt.UTC()
+		notes = append(notes, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, st.mapErr(err)
+	}
+	if len(notes) > limit {
+		return notes[:limit], true, nil
+	}
+	return notes, false, nil
+}
+
+func (st *store) incidentExists(ctx context.Context, id int64) error {
+	var exists bool
+	err := st.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM incidents WHERE id = $1::bigint)`, id).Scan(&exists)
+	if err == nil && !exists {
+		return errNotFound
+	}
+	return st.mapErr(err)
+}
+
 // appendEvent records a change to inc, with inc as it is after the change.
-func appendEvent(ctx context.Context, tx *sql.Tx, eventType string, inc incident, actorID *int64, now time.Time) error {
+func appendEvent(ctx context.Context, tx *sql.Tx, eventType string, inc incident, actorID, noteID *int64, now time.Time) error {
 	data, err := json.Marshal(inc)
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO incident_events (incident_id, type, actor_id, created_at, data)
-		VALUES ($1, $2, $3, $4, $5)`, inc.ID, eventType, actorID, now, data)
+	_, err = tx.ExecContext(ctx, `INSERT INTO incident_events (incident_id, type, actor_id, created_at, data, note_id)
+		VALUES ($1, $2, $3, $4, $5, $6)`, inc.ID, eventType, actorID, now, data, noteID)
 	if err != nil {
 		return fmt.Errorf("append %s event: %w", eventType, err)
 	}
@@ -262,17 +540,37 @@ func (st *store) Incident(ctx context.Context, id int64) (incident, error) {
 	return inc, st.mapErr(err)
 }
 
+// incidentSort is a list order: a key and a direction, always with the id
+// as tie-breaker in the same direction.
+type incidentSort struct {
+	name string // as the API names it: created_at, -severity, ...
+	key  string // SQL expression on i; empty for the id alone
+	desc bool
+}
+
+// sortKey is a page boundary for keyset pagination: the last row's sort
+// key (as text PostgreSQL casts back) and id.
+type sortKey struct {
+	Key string `json:"k,omitempty"`
+	ID  int64  `json:"id"`
+}
+
 // incidentFilter selects a page of the incident list.
 type incidentFilter struct {
 	Statuses   []string
 	Severities []string
-	Before     int64 // 0: from the newest
+	DedupKey   string
+	Labels     [][2]string // each key:value must match
+	Query      string      // case-insensitive substring of the title
+	Since      *time.Time  // created at or after
+	Until      *time.Time  // created before
+	Sort       incidentSort
+	After      *sortKey // the previous page's last row
 	Limit      int
 }
 
-// ListIncidents returns one page, newest first, and whether more follow.
-// Keyset pagination on the primary key keeps every page as cheap as the
-// first, however large the table.
+// ListIncidents returns one page and whether more follow. Keyset pagination
+// on (sort key, id) indexes keeps every page as cheap as the first.
 func (st *store) ListIncidents(ctx context.Context, f incidentFilter) ([]incident, bool, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
@@ -290,14 +588,44 @@ func (st *store) ListIncidents(ctx context.Context, f incidentFilter) ([]inciden
 	if len(f.Severities) > 0 {
 		where = append(where, "i.severity = ANY("+arg(pq.Array(f.Severities))+")")
 	}
-	if f.Before > 0 {
-		where = append(where, "i.id < "+arg(f.Before)+"::bigint")
+	if f.DedupKey != "" {
+		where = append(where, "i.dedup_key = "+arg(f.DedupKey))
+	}
+	for _, kv := range f.Labels {
+		pair, _ := json.Marshal(map[string]string{kv[0]: kv[1]})
+		where = append(where, "i.labels @> "+arg(string(pair))+"::jsonb")
+	}
+	if f.Query != "" {
+		escaped := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(f.Query)
+		where = append(where, "i.title ILIKE '%' || "+arg(escaped)+" || '%'")
+	}
+	if f.Since != nil {
+		where = append(where, "i.created_at >= "+arg(*f.Since))
+	}
+	if f.Until != nil {
+		where = append(where, "i.created_at < "+arg(*f.Until))
+	}
+	cmp, dir := ">", "ASC"
+	if f.Sort.desc {
+		cmp, dir = "<", "DESC"
+	}
+	if f.After != nil {
+		if f.Sort.key == "" {
+			where = append(where, "i.id "+cmp+" "+arg(f.After.ID)+"::bigint")
+		} else {
+			// The key is cast to the expression's type by comparing in a row.
+			where = append(where, "("+f.Sort.key+", i.id) "+cmp+" ("+arg(f.After.Key)+", "+arg(f.After.ID)+"::bigint)")
+		}
 	}
 	q := incidentSelect("incidents")
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY i.id DESC LIMIT " + arg(f.Limit+1)
+	order := "i.id " + dir
+	if f.Sort.key != "" {
+		order = f.Sort.key + " " + dir + ", " + order
+	}
+	q += " ORDER BY " + order + " LIMIT " + arg(f.Limit+1)
 	rows, err := st.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, false, st.mapErr(err)
@@ -314,39 +642,47 @@ func (st *store) ListIncidents(ctx context.Context, f incidentFilter) ([]inciden
 	if err := rows.Err(); err != nil {
 		return nil, false, st.mapErr(err)
 	}
-	more := len(list) > f.Limit
-	if more {
-		list = list[:f.Limit]
+	if len(list) > f.Limit {
+		return list[:f.Limit], true, nil
 	}
-	return list, more, nil
+	return list, false, nil
 }
 
-// ResolveIncident resolves an incident that is not resolved yet: errNotFound
-// for an unknown id, errConflict when it already is. The row lock makes two
-// concurrent resolves produce one change and one event.
-func (st *store) ResolveIncident(ctx context.Context, id, actorID int64, now time.Time) (incident, error) {
+// incidentStats counts the incidents that need attention.
+type incidentStats struct {
+	Total      int            `json:"total"`
+	ByStatus   map[string]int `json:"by_status"`
+	BySeverity map[string]int `json:"by_severity"`
+}
+
+// Stats counts open and acknowledged incidents by status and severity, in
+// one query.
+func (st *store) Stats(ctx context.Context) (incidentStats, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	var inc incident
-	err := st.inTx(ctx, func(tx *sql.Tx) error {
-		var status string
-		err := tx.QueryRowContext(ctx, `SELECT status FROM incidents WHERE id = $1::bigint FOR UPDATE`, id).Scan(&status)
-		if err != nil {
-			return err
+	stats := incidentStats{ByStatus: map[string]int{"open": 0, "acknowledged": 0}, BySeverity: map[string]int{}}
+	for _, sev := range severities {
+		stats.BySeverity[sev] = 0
+	}
+	rows, err := st.db.QueryContext(ctx, `SELECT status, severity, count(*) FROM incidents
+		WHERE status IN ('open', 'acknowledged') GROUP BY status, severity`)
+	if err != nil {
+		return stats, st.mapErr(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			status, severity string
+			n                int
+		)
+		if err := rows.Scan(&status, &severity, &n); err != nil {
+			return stats, st.mapErr(err)
 		}
-		if status == "resolved" {
-			return errConflict
-		}
-		inc, err = scanIncident(tx.QueryRowContext(ctx, `WITH changed AS (
-			UPDATE incidents SET status = 'resolved', resolved_at = $2, resolved_by = $3, updated_at = $2
-			WHERE id = $1 RETURNING *)
-			`+incidentSelect("changed"), id, now, actorID))
-		if err != nil {
-			return fmt.Errorf("resolve incident: %w", err)
-		}
-		return appendEvent(ctx, tx, "resolved", inc, &actorID, now)
-	})
-	return inc, err
+		stats.Total += n
+		stats.ByStatus[status] += n
+		stats.BySeverity[severity] += n
+	}
+	return stats, st.mapErr(rows.Err())
 }
 
 // storedEvent is one row of incident_events: a change to an incident, with
@@ -358,6 +694,7 @@ type storedEvent struct {
 	Actor      *string // username; nil for the system or a deleted user
 	CreatedAt  time.Time
 	Data       json.RawMessage
+	Note       *note // the note left with the change, if any
 }
 
 // LatestEventSeq returns the newest event's sequence number, 0 when none.
@@ -370,16 +707,38 @@ func (st *store) LatestEventSeq(ctx context.Context) (int64, error) {
 }
 
 // EventsAfter returns up to limit events with after < seq <= upTo (upTo 0:
-// no bound), in sequence order.
+// no bound), in sequence order: the stream.
 func (st *store) EventsAfter(ctx context.Context, after, upTo int64, limit int) ([]storedEvent, error) {
-	ctx, cancel := st.withTimeout(ctx)
-	defer cancel()
 	if upTo <= 0 {
 		upTo = 1<<63 - 1
 	}
-	rows, err := st.db.QueryContext(ctx, `SELECT e.id, e.incident_id, e.type, actor.username, e.created_at, e.data
-		FROM incident_events e LEFT JOIN users actor ON actor.id = e.actor_id
-		WHERE e.id > $1 AND e.id <= $2 ORDER BY e.id LIMIT $3`, after, upTo, limit)
+	return st.events(ctx, `e.id > $1 AND e.id <= $2`, limit, after, upTo)
+}
+
+// IncidentEvents returns up to limit events of incident id after seq
+// after, in sequence order, and whether more follow: its timeline.
+func (st *store) IncidentEvents(ctx context.Context, incidentID, after int64, limit int) ([]storedEvent, bool, error) {
+	if err := st.incidentExists(ctx, incidentID); err != nil {
+		return nil, false, err
+	}
+	events, err := st.events(ctx, `e.incident_id = $1::bigint AND e.id > $2`, limit+1, incidentID, after)
+	if len(events) > limit {
+		return events[:limit], true, err
+	}
+	return events, false, err
+}
+
+// events reads events matching where ($1 and $2 are args) in order.
+func (st *store) events(ctx context.Context, where string, limit int, args ...any) ([]storedEvent, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	rows, err := st.db.QueryContext(ctx, `SELECT e.id, e.incident_id, e.type, actor.username, e.created_at, e.data,
+			n.id, n.body, author.username, n.created_at
+		FROM incident_events e
+		LEFT JOIN users actor ON actor.id = e.actor_id
+		LEFT JOIN incident_notes n ON n.id = e.note_id
+		LEFT JOIN users author ON author.id = n.author_id
+		WHERE `+where+` ORDER BY e.id LIMIT `+strconv.Itoa(limit), args...)
 	if err != nil {
 		return nil, st.mapErr(err)
 	}
@@ -387,16 +746,22 @@ func (st *store) EventsAfter(ctx context.Context, after, upTo int64, limit int) 
 	var events []storedEvent
 	for rows.Next() {
 		var (
-			e     storedEvent
-			actor sql.NullString
+			e          storedEvent
+			actor      sql.NullString
+			noteID     sql.NullInt64
+			noteBody   sql.NullString
+			noteAuthor sql.NullString
+			noteAt     sql.NullTime
 		)
-		if err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &e.CreatedAt, &e.Data); err != nil {
+		if err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &e.CreatedAt, &e.Data,
+			&noteID, &noteBody, &noteAuthor, &noteAt); err != nil {
 			return nil, st.mapErr(err)
 		}
-		if actor.Valid {
-			e.Actor = &actor.String
-		}
+		e.Actor = stringOrNil(actor)
 		e.CreatedAt = e.CreatedAt.UTC()
+		if noteID.Valid {
+			e.Note = &note{ID: noteID.Int64, IncidentID: e.IncidentID, Body: noteBody.String, Author: stringOrNil(noteAuthor), CreatedAt: noteAt.Time.UTC()}
+		}
 		events = append(events, e)
 	}
 	return events, st.mapErr(rows.Err())

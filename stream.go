@@ -161,12 +161,34 @@ type streamEvent struct {
 	sse      []byte // a complete Server-Sent Events message
 }
 
-// streamMessage is what subscribers receive. Clients must ignore types they
-// do not know; more are added over time.
+// streamMessage is a control message of the stream (hello).
 type streamMessage struct {
-	Type string          `json:"type"`
-	Seq  int64           `json:"seq"`
-	Data json.RawMessage `json:"data,omitempty"`
+	Type string `json:"type"`
+	Seq  int64  `json:"seq"`
+}
+
+// eventView is an event as subscribers and the timeline see it. Clients
+// must ignore types they do not know; more are added over time.
+type eventView struct {
+	Type      string          `json:"type"`
+	Seq       int64           `json:"seq"`
+	Actor     *actorView      `json:"actor"`
+	CreatedAt time.Time       `json:"created_at"`
+	Data      json.RawMessage `json:"data"` // the incident right after the event
+	Note      *note           `json:"note,omitempty"`
+}
+
+// actorView is who caused an event; null in JSON for the system.
+type actorView struct {
+	User string `json:"user"`
+}
+
+func newEventView(e storedEvent) eventView {
+	v := eventView{Type: e.Type, Seq: e.Seq, CreatedAt: e.CreatedAt, Data: e.Data, Note: e.Note}
+	if e.Actor != nil {
+		v.Actor = &actorView{User: *e.Actor}
+	}
+	return v
 }
 
 func newStreamEvent(e storedEvent) *streamEvent {
@@ -175,7 +197,7 @@ func newStreamEvent(e storedEvent) *streamEvent {
 		Status   string `json:"status"`
 	}
 	_ = json.Unmarshal(e.Data, &fields)
-	msg, _ := json.Marshal(streamMessage{Type: e.Type, Seq: e.Seq, Data: e.Data})
+	msg, _ := json.Marshal(newEventView(e))
 	return &streamEvent{
 		seq:      e.Seq,
 		severity: fields.Severity,

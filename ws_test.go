@@ -141,11 +141,7 @@ func (c *rawWS) writeFrame(opcode byte, payload []byte) error {
 }
 
 // received is a stream message as a test reads it.
-type received struct {
-	Type string          `json:"type"`
-	Seq  int64           `json:"seq"`
-	Data json.RawMessage `json:"data"`
-}
+type received = eventView
 
 // readMessage returns the next text message, answering pings on the way.
 func (c *rawWS) readMessage(t *testing.T) received {
@@ -510,7 +506,7 @@ func TestStreamSeam(t *testing.T) {
 		defer close(writerDone)
 		for ctx.Err() == nil {
 			ts.st.inTx(ctx, func(tx *sql.Tx) error {
-				return appendEvent(ctx, tx, "added", inc, nil, time.Now())
+				return appendEvent(ctx, tx, "added", inc, nil, nil, time.Now())
 			})
 		}
 	}()
@@ -660,7 +656,7 @@ func TestStalledSubscriberDoesNotDelayOthers(t *testing.T) {
 		waitFor(t, "the healthy subscriber to keep up", func() bool { return delivered.Load() >= int64(sent-batch) })
 		if err := ts.st.inTx(context.Background(), func(tx *sql.Tx) error {
 			for range batch {
-				if err := appendEvent(context.Background(), tx, "added", inc, nil, time.Now()); err != nil {
+				if err := appendEvent(context.Background(), tx, "added", inc, nil, nil, time.Now()); err != nil {
 					return err
 				}
 			}
