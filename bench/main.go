@@ -1,0 +1,1022 @@
+// Command bench is a load tool for the incidents server's real-time stream.
+//
+//	go run ./bench fanout -url http://127.0.0.1:8080 -subscribers 10000 -rate 10 -duration 30s -pid <server pid>
+//	go run ./bench fanout -scenario a -pid <server pid>   # 10,000 subscribers, 10 events/s, 30 s
+//	go run ./bench fanout -scenario b -pid <server pid>   # 100 subscribers, 500 events/s, 20 s
+//
+// fanout opens many WebSocket subscribers on /api/v1/ws, waits until they
+// are idle, then creates incidents with POST /api/v1/incidents at a fixed
+// rate. For every event and subscriber it measures the delay from the POST
+// response arriving to the "added" frame arriving at the subscriber, and it
+// checks that every subscriber got every event exactly once. With -pid it
+// also reads the server's resident memory from /proc.
+//
+// Assumptions and limits:
+//   - The tool should be the only writer of incidents during a run: events
+//     are matched to POSTs by incident id, and incidents created by others
+//     are ignored (or, if there are very many, push ids out of the tracking
+//     window, which is reported).
+//   - All subscribers connect from one source address to one server port, so
+//     each needs its own ephemeral port: 10,000 fit in Linux's default range
+//     (32768-60999, about 28,000 ports). Closed connections linger in
+//     TIME_WAIT on the client side for a minute; Linux reuses them for new
+//     loopback connections (net.ipv4.tcp_tw_reuse=2, the default).
+//   - Each subscriber is one socket, so the open file limit must exceed the
+//     subscriber count; the tool raises its soft limit to the hard limit.
+//   - client_cpu and server_cpu are percentages of one core (the server's
+//     read from /proc assuming the usual 100 clock ticks per second, and
+//     without PostgreSQL); machine_cpu_busy is of all cores, every process.
+//     The tool shares the machine with the server: when machine_cpu_busy is
+//     near 100%, the delays include waiting for a CPU on both sides.
+//   - A delivery can arrive before the POST response (the server commits,
+//     then PostgreSQL notifies the stream while the response is on its way);
+//     its delay counts as 0 and it is counted in
+//     delivered_before_post_response.
+//   - RSS includes memory the Go runtime has freed but not yet returned to
+//     the OS, so measure on a freshly started server.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/websocket"
+)
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] != "fanout" {
+		fmt.Fprintln(os.Stderr, "usage: bench fanout [flags]   (bench fanout -h for the flags)")
+		os.Exit(2)
+	}
+	opts, err := parseOptions(os.Args[2:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	res, err := runFanout(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	res.print(os.Stdout)
+	if !res.passed() {
+		os.Exit(1)
+	}
+}
+
+// options are the fanout flags.
+type options struct {
+	url         string
+	subscribers int
+	rate        float64
+	duration    time.Duration
+	pid         int
+
+	connectConcurrency int
+	maxInflight        int
+	settle             time.Duration
+	drain              time.Duration
+	timeout            time.Duration
+	cpuProfile         string
+}
+
+// scenarios are the presets -scenario selects; flags given explicitly win.
+var scenarios = map[string]struct {
+	subscribers int
+	rate        float64
+	duration    time.Duration
+}{
+	"a": {10000, 10, 30 * time.Second}, // many idle subscribers, few events
+	"b": {100, 500, 20 * time.Second},  // few subscribers, many events
+}
+
+func parseOptions(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench fanout", flag.ContinueOnError)
+	fs.StringVar(&o.url, "url", "http://127.0.0.1:8080", "base URL of the server")
+	fs.IntVar(&o.subscribers, "subscribers", 100, "WebSocket subscribers to open")
+	fs.Float64Var(&o.rate, "rate", 10, "incidents to create per second")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long to create incidents")
+	fs.IntVar(&o.pid, "pid", 0, "server process id, to report its RSS and CPU from /proc (0: skip)")
+	scenario := fs.String("scenario", "", "preset: a = 10000 subscribers, 10/s, 30s; b = 100 subscribers, 500/s, 20s (explicit flags win)")
+	fs.IntVar(&o.connectConcurrency, "connect-concurrency", 200, "WebSocket handshakes in flight at once")
+	fs.IntVar(&o.maxInflight, "max-inflight", 64, "POSTs in flight at once; a POST due while all are busy is skipped and counted")
+	fs.DurationVar(&o.settle, "settle", 2*time.Second, "idle time after the last subscriber connects, before measuring RSS and starting the load")
+	fs.DurationVar(&o.drain, "drain", 5*time.Second, "how long to wait for late deliveries after the last POST")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of one handshake or one POST")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write this tool's CPU profile of the load phase to this file (to see whether the client is the bottleneck)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if *scenario != "" {
+		sc, ok := scenarios[*scenario]
+		if !ok {
+			return o, fmt.Errorf("-scenario must be a or b, not %q", *scenario)
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["subscribers"] {
+			o.subscribers = sc.subscribers
+		}
+		if !set["rate"] {
+			o.rate = sc.rate
+		}
+		if !set["duration"] {
+			o.duration = sc.duration
+		}
+	}
+	switch {
+	case o.subscribers < 1 || o.subscribers > 60000:
+		return o, errors.New("-subscribers must be from 1 to 60000")
+	case !(o.rate > 0 && o.rate <= 10000):
+		return o, errors.New("-rate must be above 0 and at most 10000")
+	case o.duration <= 0 || o.duration > time.Hour:
+		return o, errors.New("-duration must be above 0 and at most 1h")
+	case o.connectConcurrency < 1 || o.maxInflight < 1:
+		return o, errors.New("-connect-concurrency and -max-inflight must be at least 1")
+	case o.settle < 0 || o.drain < 0 || o.timeout <= 0:
+		return o, errors.New("-settle and -drain must not be negative, -timeout must be positive")
+	}
+	u, err := url.Parse(o.url)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return o, fmt.Errorf("-url must be an http:// or https:// URL, not %q", o.url)
+	}
+	o.url = strings.TrimRight(o.url, "/")
+	return o, nil
+}
+
+// tracker is the state the poster and every subscriber share. Incidents are
+// identified by id; ids above base (the id of a warm-up incident created
+// before the run) map to a slot in a fixed window.
+type tracker struct {
+	t0   time.Time
+	base int64
+	// posted holds, per slot, when the POST response for that incident
+	// arrived, in nanoseconds since t0 (monotonic); 0 while unknown.
+	posted []atomic.Int64
+	// delivered counts first receipts of ids in the window, for the
+	// straggler wait.
+	delivered atomic.Int64
+	// stopping is set before the tool closes the subscribers, so their read
+	// errors from then on are not counted as disconnects.
+	stopping atomic.Bool
+}
+
+func (t *tracker) now() int64 { return int64(time.Since(t.t0)) }
+
+// slot returns the window slot of incident id, or -1 outside the window.
+func (t *tracker) slot(id int64) int {
+	s := id - t.base - 1
+	if s < 0 || s >= int64(len(t.posted)) {
+		return -1
+	}
+	return int(s)
+}
+
+// failures counts errors of one kind and keeps the first few.
+type failures struct {
+	mu    sync.Mutex
+	n     int
+	first []string
+}
+
+func (f *failures) add(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	if len(f.first) < 5 {
+		f.first = append(f.first, fmt.Sprintf(format, args...))
+	}
+}
+
+func (f *failures) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
+
+// subscriber is one WebSocket connection. Everything but ws is owned by the
+// subscriber's read goroutine until it returns.
+type subscriber struct {
+	ws *websocket.Conn
+
+	seen    []uint64 // bitmap of received "added" ids, by slot
+	lastSeq int64    // highest seq received, from the hello on
+	delays  []uint32 // µs from POST response to receipt, when the POST time was known at receipt
+	early   []receipt
+	lastAt  int64 // ns since t0 of the last receipt in the window
+
+	duplicates int // an id's "added" received again
+	outOfOrder int // a seq not above the previous one
+	outside    int // "added" ids above the window
+	fallbacks  int // frames the fast decoder left to encoding/json
+	err        error
+}
+
+// receipt is an "added" frame that arrived before its POST response had been
+// recorded (the event can overtake the HTTP response); resolved after the run.
+type receipt struct {
+	slot int32
+	at   int64
+}
+
+// read consumes frames until the connection ends.
+func (s *subscriber) read(tr *tracker, down *failures) {
+	for {
+		var msg []byte
+		// Message.Receive answers the server's pings with pongs.
+		if err := websocket.Message.Receive(s.ws, &msg); err != nil {
+			if !tr.stopping.Load() {
+				s.err = err
+				if errors.Is(err, io.EOF) {
+					err = errors.New("EOF (a close frame from the server, or the connection was closed)")
+				}
+				down.add("%s", err)
+			}
+			return
+		}
+		at := tr.now()
+		ev, fast := decodeEvent(msg)
+		if !fast {
+			s.fallbacks++
+		}
+		if ev.Seq > 0 {
+			if ev.Seq <= s.lastSeq {
+				s.outOfOrder++
+			} else {
+				s.lastSeq = ev.Seq
+			}
+		}
+		if ev.Type != "added" {
+			continue // resolved, and types added later
+		}
+		slot := tr.slot(ev.Data.ID)
+		if slot < 0 {
+			if ev.Data.ID > tr.base {
+				s.outside++
+			}
+			continue
+		}
+		word, bit := slot/64, uint64(1)<<(slot%64)
+		if s.seen[word]&bit != 0 {
+			s.duplicates++
+			continue
+		}
+		s.seen[word] |= bit
+		s.lastAt = at
+		tr.delivered.Add(1)
+		if p := tr.posted[slot].Load(); p != 0 {
+			s.delays = append(s.delays, micros(at-p))
+		} else {
+			s.early = append(s.early, receipt{int32(slot), at})
+		}
+	}
+}
+
+// event is the part of a stream message the tool needs.
+type event struct {
+	Type string    `json:"type"`
+	Seq  int64     `json:"seq"`
+	Data eventData `json:"data"`
+}
+
+// eventData is the part of the incident an event carries that the tool needs.
+type eventData struct {
+	ID int64 `json:"id"`
+}
+
+// decodeEvent reads type, seq and data.id. The server writes
+// {"type":"...","seq":N,"data":{"id":N,...}} (jsonb puts the shortest key,
+// "id", first), so a byte scan of that prefix handles every frame in
+// practice; anything else goes to encoding/json, and fast reports which path
+// was taken. Any JSON text starting with the scanned prefix has those values,
+// so the scan cannot misread a frame; it can only decline it.
+func decodeEvent(msg []byte) (ev event, fast bool) {
+	if ev, ok := scanEvent(msg); ok {
+		return ev, true
+	}
+	ev = event{}
+	_ = json.Unmarshal(msg, &ev) // a frame that is not an event decodes to zero values
+	return ev, false
+}
+
+func scanEvent(b []byte) (event, bool) {
+	var ev event
+	b, ok := bytes.CutPrefix(b, []byte(`{"type":"`))
+	if !ok {
+		return ev, false
+	}
+	end := bytes.IndexByte(b, '"')
+	if end < 0 || bytes.IndexByte(b[:end], '\\') >= 0 {
+		return ev, false
+	}
+	ev.Type = string(b[:end])
+	if b, ok = bytes.CutPrefix(b[end+1:], []byte(`,"seq":`)); !ok {
+		return ev, false
+	}
+	if ev.Seq, b, ok = scanInt(b); !ok {
+		return ev, false
+	}
+	if bytes.Equal(b, []byte("}")) {
+		return ev, true // no data, like hello
+	}
+	if b, ok = bytes.CutPrefix(b, []byte(`,"data":{"id":`)); !ok {
+		return ev, false
+	}
+	if ev.Data.ID, b, ok = scanInt(b); !ok || len(b) == 0 || (b[0] != ',' && b[0] != '}') {
+		return ev, false
+	}
+	return ev, true
+}
+
+// scanInt reads a non-negative JSON integer and returns the rest.
+func scanInt(b []byte) (int64, []byte, bool) {
+	i := 0
+	for i < len(b) && i < 18 && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	if i == 0 || i == 18 || (b[0] == '0' && i > 1) {
+		return 0, b, false
+	}
+	n, err := strconv.ParseInt(string(b[:i]), 10, 64)
+	return n, b[i:], err == nil
+}
+
+// micros converts a non-negative duration in ns to µs, saturating.
+func micros(ns int64) uint32 {
+	if ns <= 0 {
+		return 0
+	}
+	return uint32(min(ns/1000, math.MaxUint32))
+}
+
+// result is everything the summary reports.
+type result struct {
+	opts options
+
+	connected       int
+	connectErrors   []string
+	connectErrorN   int
+	connectTime     time.Duration
+	postTarget      int
+	posted          int
+	postErrors      failures
+	skipped         int
+	postTime        time.Duration // from the first tick to the last POST response
+	postedOutside   int
+	postLatency     []uint32 // µs
+	loadTime        time.Duration
+	expected        int64
+	received        int64
+	lost            int64
+	lostOnConnected int64
+	duplicates      int
+	outOfOrder      int
+	beforeResponse  int
+	outsideWindow   int
+	fallbacks       int
+	delays          []uint32 // µs, sorted
+	deliveryTime    time.Duration
+	disconnects     failures
+	clientCPU       float64
+	machineBusy     float64  // percent of all cores, -1 unknown
+	machineIdleBusy float64  // the same during the settle time, before the load
+	serverCPU       float64  // -1: not measured
+	rss             [3]int64 // KiB before connecting, connected and idle, at the end; -1 unknown
+}
+
+func (r *result) passed() bool {
+	return r.lost == 0 && r.duplicates == 0 && r.outOfOrder == 0 && r.disconnects.count() == 0 &&
+		r.connectErrorN == 0 && r.postErrors.count() == 0 && r.posted > 0
+}
+
+func runFanout(o options) (*result, error) {
+	if err := raiseFileLimit(o.subscribers + o.maxInflight + 64); err != nil {
+		return nil, err
+	}
+	warnPortRange(o.subscribers + o.maxInflight)
+
+	r := &result{opts: o, serverCPU: -1, rss: [3]int64{-1, -1, -1}}
+	r.postTarget = int(math.Round(o.rate * o.duration.Seconds()))
+	client := &http.Client{
+		Timeout: o.timeout,
+		Transport: &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: o.timeout}).DialContext,
+			MaxIdleConns:        o.maxInflight,
+			MaxIdleConnsPerHost: o.maxInflight,
+			IdleConnTimeout:     time.Minute,
+		},
+	}
+	defer client.CloseIdleConnections()
+
+	// A warm-up incident checks that POST works and fixes the id base: this
+	// run's incidents have higher ids.
+	tr := &tracker{t0: time.Now()}
+	base, _, err := postIncident(client, tr, o.url, 0)
+	if err != nil {
+		return nil, fmt.Errorf("warm-up POST /api/v1/incidents: %w", err)
+	}
+	tr.base = base
+	// Room for this run's incidents and as many again from other writers.
+	window := 2*r.postTarget + 1024
+	tr.posted = make([]atomic.Int64, window)
+
+	r.rss[0] = readRSS(o.pid)
+	logf(tr, "server RSS before subscribers: %s", kib(r.rss[0]))
+
+	subs, err := connectAll(o, tr, r, window)
+	if err != nil {
+		return nil, err
+	}
+	var readers sync.WaitGroup
+	for _, s := range subs {
+		readers.Go(func() { s.read(tr, &r.disconnects) })
+	}
+
+	settle0 := readMachineCPU()
+	time.Sleep(o.settle)
+	r.machineIdleBusy = settle0.busySince()
+	r.rss[1] = readRSS(o.pid)
+	logf(tr, "server RSS with %d idle subscribers: %s", len(subs), kib(r.rss[1]))
+
+	logf(tr, "creating %d incidents at %g/s", r.postTarget, o.rate)
+	clientCPU0, serverCPU0, machine0 := clientCPUTime(), serverCPUTime(o.pid), readMachineCPU()
+	stopProfile, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		tr.stopping.Store(true)
+		closeAll(subs, &readers)
+		return nil, err
+	}
+	loadStart := tr.now()
+	runLoad(o, tr, r, client)
+	waitDeliveries(o, tr, r, len(subs))
+	stopProfile()
+	r.loadTime = time.Duration(tr.now() - loadStart)
+	r.clientCPU = percent(clientCPUTime()-clientCPU0, r.loadTime)
+	r.machineBusy = machine0.busySince()
+	if serverCPU0 >= 0 {
+		if t := serverCPUTime(o.pid); t >= 0 {
+			r.serverCPU = percent(t-serverCPU0, r.loadTime)
+		}
+	}
+	r.rss[2] = readRSS(o.pid)
+
+	tr.stopping.Store(true)
+	if !closeAll(subs, &readers) {
+		return nil, errors.New("some subscriber readers did not stop after their connections were closed")
+	}
+	r.analyze(tr, subs, loadStart)
+	return r, nil
+}
+
+// startCPUProfile starts profiling this process to path, if set, and
+// returns the function that stops it.
+func startCPUProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// connectAll opens o.subscribers WebSockets, o.connectConcurrency at a time,
+// and waits for each one's hello: once it arrives the server has registered
+// the subscriber, so it gets every event published afterwards.
+func connectAll(o options, tr *tracker, r *result, window int) ([]*subscriber, error) {
+	wsURL := "ws" + strings.TrimPrefix(o.url, "http") + "/api/v1/ws"
+	var (
+		mu      sync.Mutex
+		subs    []*subscriber
+		errs    failures
+		next    atomic.Int64
+		workers sync.WaitGroup
+	)
+	start := time.Now()
+	logf(tr, "connecting %d subscribers to %s, %d at a time", o.subscribers, wsURL, o.connectConcurrency)
+	for range min(o.connectConcurrency, o.subscribers) {
+		workers.Go(func() {
+			for next.Add(1) <= int64(o.subscribers) {
+				s, err := dial(wsURL, o.url, o.timeout)
+				if err != nil {
+					errs.add("%s", err)
+					continue
+				}
+				s.seen = make([]uint64, (window+63)/64)
+				s.delays = make([]uint32, 0, r.postTarget)
+				mu.Lock()
+				subs = append(subs, s)
+				n := len(subs)
+				mu.Unlock()
+				if n%2000 == 0 {
+					logf(tr, "  %d connected", n)
+				}
+			}
+		})
+	}
+	workers.Wait()
+	r.connectTime = time.Since(start)
+	r.connected = len(subs)
+	r.connectErrorN, r.connectErrors = errs.n, errs.first
+	logf(tr, "%d subscribers connected in %s, %d failed", len(subs), r.connectTime.Round(time.Millisecond), errs.n)
+	for _, e := range errs.first {
+		logf(tr, "  connect error: %s", e)
+	}
+	if len(subs) == 0 {
+		return nil, errors.New("no subscriber could connect")
+	}
+	return subs, nil
+}
+
+// dial opens one WebSocket and reads its hello.
+func dial(wsURL, origin string, timeout time.Duration) (*subscriber, error) {
+	cfg, err := websocket.NewConfig(wsURL, origin)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Dialer = &net.Dialer{Timeout: timeout}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	ws, err := cfg.DialContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ws.SetReadDeadline(time.Now().Add(timeout))
+	var msg []byte
+	if err := websocket.Message.Receive(ws, &msg); err != nil {
+		ws.Close()
+		return nil, fmt.Errorf("read hello: %w", err)
+	}
+	ws.SetReadDeadline(time.Time{})
+	hello, _ := decodeEvent(msg)
+	if hello.Type != "hello" {
+		ws.Close()
+		return nil, fmt.Errorf("first message is not a hello: %.200s", msg)
+	}
+	return &subscriber{ws: ws, lastSeq: hello.Seq}, nil
+}
+
+// closeAll closes the subscribers and waits, at most 10 s, for their
+// readers; false if some did not stop.
+func closeAll(subs []*subscriber, readers *sync.WaitGroup) bool {
+	for _, s := range subs {
+		// The deadline bounds Close's close frame write, which would block
+		// on a server that stopped reading.
+		s.ws.SetDeadline(time.Now().Add(2 * time.Second))
+		s.ws.Close()
+	}
+	done := make(chan struct{})
+	go func() {
+		readers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(10 * time.Second):
+		return false
+	}
+}
+
+// runLoad creates r.postTarget incidents at o.rate, open loop: on every
+// tick it starts the POSTs that are due by the clock, so a late tick (a busy
+// CPU) is caught up rather than lost. Each POST runs in its own goroutine so
+// a slow response does not hold up the next; at most o.maxInflight run at
+// once, and a POST that is due when none is free is skipped and counted: the
+// server is not keeping up with the rate.
+func runLoad(o options, tr *tracker, r *result, client *http.Client) {
+	var (
+		mu       sync.Mutex
+		inflight sync.WaitGroup
+		sem      = make(chan struct{}, o.maxInflight)
+	)
+	ticker := time.NewTicker(time.Duration(float64(time.Second) / o.rate))
+	defer ticker.Stop()
+	// A safety net: by o.duration every POST is due.
+	deadline := time.NewTimer(o.duration + time.Second)
+	defer deadline.Stop()
+	start := time.Now()
+	progress := start
+	sent := 0
+	for sent+r.skipped < r.postTarget {
+		select {
+		case <-deadline.C:
+			r.skipped = r.postTarget - sent
+			continue
+		case now := <-ticker.C:
+			due := min(r.postTarget, int(now.Sub(start).Seconds()*o.rate))
+			for sent+r.skipped < due {
+				select {
+				case sem <- struct{}{}:
+				default:
+					r.skipped++
+					continue
+				}
+				sent++
+				i := sent
+				inflight.Go(func() {
+					defer func() { <-sem }()
+					start := tr.now()
+					id, arrived, err := postIncident(client, tr, o.url, i)
+					if err != nil {
+						r.postErrors.add("%s", err)
+						return
+					}
+					slot := tr.slot(id)
+					if slot >= 0 {
+						tr.posted[slot].Store(arrived)
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					r.postLatency = append(r.postLatency, micros(arrived-start))
+					if slot < 0 {
+						r.postedOutside++
+						return
+					}
+					r.posted++
+				})
+			}
+		}
+		if time.Since(progress) >= 5*time.Second {
+			progress = time.Now()
+			logf(tr, "  %d posted, %d skipped, %d delivered so far, %d subscribers disconnected",
+				sent, r.skipped, tr.delivered.Load(), r.disconnects.count())
+		}
+	}
+	inflight.Wait()
+	r.postTime = time.Since(start)
+	logf(tr, "load done after %s: %d incidents created, %d POST errors, %d skipped (no free POST slot)",
+		time.Since(start).Round(time.Millisecond), r.posted, r.postErrors.count(), r.skipped)
+}
+
+// postIncident creates incident number i and returns its id and when the
+// response arrived on the tracker clock.
+func postIncident(client *http.Client, tr *tracker, base string, i int) (int64, int64, error) {
+	body := fmt.Sprintf(`{"title":"bench incident %d","description":"created by the fanout load test","severity":%q}`,
+		i, []string{"low", "medium", "high", "critical"}[i%4])
+	resp, err := client.Post(base+"/api/v1/incidents", "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	arrived := tr.now()
+	if err != nil {
+		return 0, 0, fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return 0, 0, fmt.Errorf("status %d: %.300s", resp.StatusCode, b)
+	}
+	var inc struct {
+		ID int64 `json:"id"`
+	}
+	if err := json.Unmarshal(b, &inc); err != nil || inc.ID <= 0 {
+		return 0, 0, fmt.Errorf("response without an incident id: %.300s", b)
+	}
+	return inc.ID, arrived, nil
+}
+
+// waitDeliveries waits until every subscriber has every posted incident, or
+// o.drain passes. Deliveries to subscribers that dropped out count too, so
+// with disconnects it usually waits the whole o.drain.
+func waitDeliveries(o options, tr *tracker, r *result, subscribers int) {
+	want := int64(r.posted) * int64(subscribers)
+	deadline := time.Now().Add(o.drain)
+	for tr.delivered.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	logf(tr, "%d of %d deliveries arrived", tr.delivered.Load(), want)
+}
+
+// analyze merges the subscribers' records; their readers must be done.
+func (r *result) analyze(tr *tracker, subs []*subscriber, loadStart int64) {
+	var posted []int
+	for slot := range tr.posted {
+		if tr.posted[slot].Load() != 0 {
+			posted = append(posted, slot)
+		}
+	}
+	r.expected = int64(len(posted)) * int64(len(subs))
+	total := 0
+	for _, s := range subs {
+		total += len(s.delays) + len(s.early)
+	}
+	r.delays = make([]uint32, 0, total)
+	var lastAt int64
+	for _, s := range subs {
+		for _, slot := range posted {
+			if s.seen[slot/64]&(1<<(slot%64)) != 0 {
+				r.received++
+				continue
+			}
+			r.lost++
+			if s.err == nil {
+				r.lostOnConnected++
+			}
+		}
+		r.delays = append(r.delays, s.delays...)
+		for _, e := range s.early {
+			p := tr.posted[e.slot].Load()
+			if p == 0 {
+				continue // an incident another client created
+			}
+			if e.at < p {
+				r.beforeResponse++
+			}
+			r.delays = append(r.delays, micros(e.at-p))
+		}
+		r.duplicates += s.duplicates
+		r.outOfOrder += s.outOfOrder
+		r.outsideWindow += s.outside
+		r.fallbacks += s.fallbacks
+		lastAt = max(lastAt, s.lastAt)
+	}
+	slices.Sort(r.delays)
+	slices.Sort(r.postLatency)
+	r.deliveryTime = time.Duration(lastAt - loadStart)
+}
+
+// print writes the summary, one metric per line.
+func (r *result) print(w io.Writer) {
+	o := r.opts
+	line := func(key string, format string, args ...any) {
+		fmt.Fprintf(w, "%-34s %s\n", key+":", fmt.Sprintf(format, args...))
+	}
+	fmt.Fprintln(w, "== fanout summary ==")
+	line("url", "%s", o.url)
+	line("subscribers_requested", "%d", o.subscribers)
+	line("subscribers_connected", "%d", r.connected)
+	line("connect_errors", "%d", r.connectErrorN)
+	line("connect_time", "%s", r.connectTime.Round(time.Millisecond))
+	line("rate_target", "%g/s", o.rate)
+	line("duration", "%s", o.duration)
+	line("events_target", "%d", r.postTarget)
+	line("events_posted", "%d", r.posted)
+	line("events_per_s_achieved", "%.1f", float64(r.posted)/max(r.postTime.Seconds(), 1e-9))
+	line("post_errors", "%d", r.postErrors.count())
+	line("posts_skipped", "%d (due while -max-inflight POSTs were pending)", r.skipped)
+	if r.postedOutside > 0 {
+		line("posted_outside_window", "%d (not tracked: other writers?)", r.postedOutside)
+	}
+	line("post_latency_p50", "%s ms", ms(pct(r.postLatency, 0.50)))
+	line("post_latency_p99", "%s ms", ms(pct(r.postLatency, 0.99)))
+	line("post_latency_max", "%s ms", ms(pct(r.postLatency, 1)))
+	line("expected_deliveries", "%d", r.expected)
+	line("received_deliveries", "%d", r.received)
+	line("lost", "%d", r.lost)
+	line("lost_on_still_connected", "%d", r.lostOnConnected)
+	line("duplicates", "%d", r.duplicates)
+	line("out_of_order", "%d", r.outOfOrder)
+	line("delivered_before_post_response", "%d (delay counted as 0)", r.beforeResponse)
+	if r.outsideWindow > 0 {
+		line("received_outside_window", "%d", r.outsideWindow)
+	}
+	line("delay_p50", "%s ms", ms(pct(r.delays, 0.50)))
+	line("delay_p90", "%s ms", ms(pct(r.delays, 0.90)))
+	line("delay_p99", "%s ms", ms(pct(r.delays, 0.99)))
+	line("delay_p99.9", "%s ms", ms(pct(r.delays, 0.999)))
+	line("delay_max", "%s ms", ms(pct(r.delays, 1)))
+	line("deliveries_per_s", "%.0f (received / time from first POST to last delivery, %s)",
+		float64(r.received)/max(r.deliveryTime.Seconds(), 1e-9), r.deliveryTime.Round(time.Millisecond))
+	line("subscribers_disconnected", "%d", r.disconnects.count())
+	line("client_cpu", "%.0f%% of one core (load phase, %s)", r.clientCPU, r.loadTime.Round(time.Millisecond))
+	if r.serverCPU >= 0 {
+		line("server_cpu", "%.0f%% of one core (load phase, without PostgreSQL)", r.serverCPU)
+	}
+	if r.machineBusy >= 0 {
+		line("machine_cpu_busy", "%.0f%% of %d cores (load phase, every process)", r.machineBusy, runtime.NumCPU())
+	}
+	if r.machineIdleBusy >= 0 {
+		line("machine_cpu_busy_before_load", "%.0f%% (settle time: other processes competing for the CPU)", r.machineIdleBusy)
+	}
+	line("decoder_fallbacks", "%d", r.fallbacks)
+	if o.pid == 0 {
+		line("server_rss", "not measured (no -pid)")
+	} else {
+		line("server_rss_before", "%s", kib(r.rss[0]))
+		line("server_rss_idle_subscribers", "%s", kib(r.rss[1]))
+		line("server_rss_end", "%s", kib(r.rss[2]))
+		if r.rss[0] >= 0 && r.rss[1] >= 0 && r.connected > 0 {
+			note := ""
+			if r.connected < 1000 {
+				note = " (noisy with few subscribers: GC and scavenging move RSS by MiBs)"
+			}
+			line("rss_per_idle_subscriber", "%.1f KiB%s", float64(r.rss[1]-r.rss[0])/float64(r.connected), note)
+		}
+	}
+	result := "PASS"
+	if !r.passed() {
+		result = "FAIL"
+	}
+	line("result", "%s", result)
+	for _, e := range r.connectErrors {
+		fmt.Fprintf(w, "connect error: %s\n", e)
+	}
+	for _, e := range r.postErrors.first {
+		fmt.Fprintf(w, "post error: %s\n", e)
+	}
+	for _, e := range r.disconnects.first {
+		fmt.Fprintf(w, "disconnect: %s\n", e)
+	}
+}
+
+// pct returns the q quantile (nearest rank) of sorted µs values, or -1 for
+// none.
+func pct(sorted []uint32, q float64) int64 {
+	if len(sorted) == 0 {
+		return -1
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return int64(sorted[min(max(i, 0), len(sorted)-1)])
+}
+
+// ms formats µs as milliseconds.
+func ms(us int64) string {
+	if us < 0 {
+		return "n/a"
+	}
+	return strconv.FormatFloat(float64(us)/1000, 'f', 2, 64)
+}
+
+func kib(v int64) string {
+	if v < 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%d KiB (%.1f MiB)", v, float64(v)/1024)
+}
+
+func percent(cpu, wall time.Duration) float64 {
+	if cpu < 0 || wall <= 0 {
+		return -1
+	}
+	return 100 * cpu.Seconds() / wall.Seconds()
+}
+
+// logf reports progress on stderr, stamped with the time since the start.
+func logf(tr *tracker, format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%7.2fs] %s\n", time.Since(tr.t0).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// raiseFileLimit raises the soft open file limit to the hard one; each
+// subscriber holds a socket.
+func raiseFileLimit(need int) error {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return fmt.Errorf("read the open file limit: %w", err)
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			return fmt.Errorf("raise the open file limit to %d: %w", rl.Max, err)
+		}
+	}
+	if rl.Cur < uint64(need) {
+		return fmt.Errorf("the open file limit is %d but this run needs about %d: raise the hard limit (ulimit -Hn, or LimitNOFILE under systemd) or use fewer -subscribers", rl.Cur, need)
+	}
+	return nil
+}
+
+// warnPortRange warns when the ephemeral port range cannot hold every
+// connection: they all go from one source address to one server port.
+func warnPortRange(need int) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return
+	}
+	lo, err1 := strconv.Atoi(f[0])
+	hi, err2 := strconv.Atoi(f[1])
+	if err1 == nil && err2 == nil && hi-lo+1 < need {
+		fmt.Fprintf(os.Stderr, "bench: warning: the ephemeral port range %d-%d has %d ports, fewer than the %d connections: connects will fail (widen net.ipv4.ip_local_port_range)\n", lo, hi, hi-lo+1, need)
+	}
+}
+
+// readRSS returns the VmRSS of pid in KiB, or -1 when pid is 0 or unreadable.
+func readRSS(pid int) int64 {
+	if pid == 0 {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: read RSS:", err)
+		return -1
+	}
+	for l := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// serverCPUTime returns the user+system CPU time of pid, or -1.
+func serverCPUTime(pid int) time.Duration {
+	if pid == 0 {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// The command name may hold spaces; the fields after it start with the
+	// state (field 3), so utime and stime (fields 14 and 15) are 11 and 12.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// clientCPUTime returns this process's user+system CPU time.
+func clientCPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return -1
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// machineCPU is a reading of the first line of /proc/stat, in clock ticks.
+type machineCPU struct{ busy, total int64 }
+
+func readMachineCPU() machineCPU {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineCPU{-1, -1}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return machineCPU{-1, -1}
+	}
+	var m machineCPU
+	// user nice system idle iowait irq softirq steal; guest time that may
+	// follow is already counted in user and nice.
+	for i, v := range f[1:min(len(f), 9)] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		m.total += n
+		if i != 3 && i != 4 { // idle and iowait
+			m.busy += n
+		}
+	}
+	return m
+}
+
+// busySince is the share of all cores that was busy since m, in percent.
+func (m machineCPU) busySince() float64 {
+	now := readMachineCPU()
+	if m.total < 0 || now.total <= m.total {
+		return -1
+	}
+	return 100 * float64(now.busy-m.busy) / float64(now.total-m.total)
+}
