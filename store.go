@@ -45,8 +45,10 @@ func openStore(ctx context.Context, databaseURL string, timeout time.Duration) (
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
+	// As many idle as open connections: under bursts a smaller idle pool
+	// closes and reopens connections by the hundred per second.
 	db.SetMaxOpenConns(40)
-	db.SetMaxIdleConns(20)
+	db.SetMaxIdleConns(40)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	st := &store{db: db, timeout: timeout}
 	if err := st.migrate(ctx); err != nil {
@@ -54,6 +56,18 @@ func openStore(ctx context.Context, databaseURL string, timeout time.Duration) (
 		return nil, err
 	}
 	return st, nil
+}
+
+// withOwnPool returns the same store on a separate pool of n connections,
+// for work that must not queue behind requests for a connection.
+func (st *store) withOwnPool(dsn string, n int) (*store, error) {
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	return &store{db: db, timeout: st.timeout}, nil
 }
 
 // Close closes the connection pool.

@@ -56,6 +56,12 @@ func (f *eventFeed) start(ctx context.Context) error {
 
 // run feeds the hub until ctx ends.
 func (f *eventFeed) run(ctx context.Context) {
+	// The feed reads on its own connection so that a burst of requests
+	// holding the shared pool cannot delay delivery to every subscriber.
+	if own, err := f.store.withOwnPool(f.dsn, 1); err == nil {
+		defer own.Close()
+		f.store = own
+	}
 	listener := pq.NewListener(f.dsn, 100*time.Millisecond, 5*time.Second, func(ev pq.ListenerEventType, err error) {
 		switch ev {
 		case pq.ListenerEventDisconnected, pq.ListenerEventConnectionAttemptFailed:

@@ -582,10 +582,12 @@ func writeWS(conn net.Conn, frame []byte, timeout time.Duration) error {
 	return writeWSBuffers(conn, net.Buffers{frame}, timeout)
 }
 
+// writeWSBuffers writes with a deadline. The deadline is left set, not
+// cleared: every write sets its own, and clearing costs a timer operation
+// per frame times every subscriber.
 func writeWSBuffers(conn net.Conn, frames net.Buffers, timeout time.Duration) error {
 	conn.SetWriteDeadline(time.Now().Add(timeout))
 	_, err := frames.WriteTo(conn)
-	conn.SetWriteDeadline(time.Time{})
 	return err
 }
 

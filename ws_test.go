@@ -583,19 +583,17 @@ func TestFeedOutOfOrderCommit(t *testing.T) {
 
 func TestFeedSurvivesListenerOutage(t *testing.T) {
 	ts := newTestServer(t)
-	c, hello := mustDial(t, ts, "/api/v1/ws")
-	ts.createIncident(t, "before outage", "low")
-	c.expectSeqs(t, []int64{hello + 1})
-
 	listenerPID := func() int {
 		var pid int
 		ts.st.db.QueryRow(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'listen%'`).Scan(&pid)
 		return pid
 	}
+	// The listener connects in the background; the feed polls until then.
+	waitFor(t, "the listener backend", func() bool { return listenerPID() != 0 })
 	old := listenerPID()
-	if old == 0 {
-		t.Fatal("no listener backend found")
-	}
+	c, hello := mustDial(t, ts, "/api/v1/ws")
+	ts.createIncident(t, "before outage", "low")
+	c.expectSeqs(t, []int64{hello + 1})
 	// Poll rarely, so only the reconnect catch-up can deliver in time.
 	ts.srv.feed.pollInterval = time.Hour
 	if _, err := ts.st.db.Exec(`SELECT pg_terminate_backend($1)`, old); err != nil {

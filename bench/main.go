@@ -58,8 +58,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/net/websocket"
 )
 
 func main() {
@@ -223,7 +221,7 @@ func (f *failures) count() int {
 // subscriber is one WebSocket connection. Everything but ws is owned by the
 // subscriber's read goroutine until it returns.
 type subscriber struct {
-	ws *websocket.Conn
+	ws *wsConn
 
 	seen    []uint64 // bitmap of received "added" ids, by slot
 	lastSeq int64    // highest seq received, from the hello on
@@ -248,13 +246,12 @@ type receipt struct {
 // read consumes frames until the connection ends.
 func (s *subscriber) read(tr *tracker, down *failures) {
 	for {
-		var msg []byte
-		// Message.Receive answers the server's pings with pongs.
-		if err := websocket.Message.Receive(s.ws, &msg); err != nil {
+		msg, err := s.ws.readMessage()
+		if err != nil {
 			if !tr.stopping.Load() {
 				s.err = err
 				if errors.Is(err, io.EOF) {
-					err = errors.New("EOF (a close frame from the server, or the connection was closed)")
+					err = errors.New("EOF (the connection was closed)")
 				}
 				down.add("%s", err)
 			}
@@ -311,11 +308,13 @@ type eventData struct {
 }
 
 // decodeEvent reads type, seq and data.id. The server writes
-// {"type":"...","seq":N,"data":{"id":N,...}} (jsonb puts the shortest key,
-// "id", first), so a byte scan of that prefix handles every frame in
+// {"type":"...","seq":N,...,"data":{"id":N,...},...} (jsonb puts the
+// shortest key, "id", first), so a byte scan handles every frame in
 // practice; anything else goes to encoding/json, and fast reports which path
-// was taken. Any JSON text starting with the scanned prefix has those values,
-// so the scan cannot misread a frame; it can only decline it.
+// was taken. In JSON text a quote inside a string is escaped, so the first
+// `,"data":{"id":` is the top-level key unless an earlier top-level value is
+// an object holding a "data" object; the server's actor and created_at are
+// not.
 func decodeEvent(msg []byte) (ev event, fast bool) {
 	if ev, ok := scanEvent(msg); ok {
 		return ev, true
@@ -345,10 +344,12 @@ func scanEvent(b []byte) (event, bool) {
 	if bytes.Equal(b, []byte("}")) {
 		return ev, true // no data, like hello
 	}
-	if b, ok = bytes.CutPrefix(b, []byte(`,"data":{"id":`)); !ok {
+	const dataKey = `,"data":{"id":`
+	at := bytes.Index(b, []byte(dataKey))
+	if at < 0 || bytes.Contains(b[:at], []byte("{")) {
 		return ev, false
 	}
-	if ev.Data.ID, b, ok = scanInt(b); !ok || len(b) == 0 || (b[0] != ',' && b[0] != '}') {
+	if ev.Data.ID, b, ok = scanInt(b[at+len(dataKey):]); !ok || len(b) == 0 || (b[0] != ',' && b[0] != '}') {
 		return ev, false
 	}
 	return ev, true
@@ -564,27 +565,22 @@ func connectAll(o options, tr *tracker, r *result, window int) ([]*subscriber, e
 
 // dial opens one WebSocket and reads its hello.
 func dial(wsURL, origin string, timeout time.Duration) (*subscriber, error) {
-	cfg, err := websocket.NewConfig(wsURL, origin)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Dialer = &net.Dialer{Timeout: timeout}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	ws, err := cfg.DialContext(ctx)
+	ws, err := dialWS(ctx, wsURL, origin)
 	if err != nil {
 		return nil, err
 	}
-	ws.SetReadDeadline(time.Now().Add(timeout))
-	var msg []byte
-	if err := websocket.Message.Receive(ws, &msg); err != nil {
-		ws.Close()
+	ws.conn.SetReadDeadline(time.Now().Add(timeout))
+	msg, err := ws.readMessage()
+	if err != nil {
+		ws.conn.Close()
 		return nil, fmt.Errorf("read hello: %w", err)
 	}
-	ws.SetReadDeadline(time.Time{})
+	ws.conn.SetReadDeadline(time.Time{})
 	hello, _ := decodeEvent(msg)
 	if hello.Type != "hello" {
-		ws.Close()
+		ws.conn.Close()
 		return nil, fmt.Errorf("first message is not a hello: %.200s", msg)
 	}
 	return &subscriber{ws: ws, lastSeq: hello.Seq}, nil
@@ -594,10 +590,7 @@ func dial(wsURL, origin string, timeout time.Duration) (*subscriber, error) {
 // readers; false if some did not stop.
 func closeAll(subs []*subscriber, readers *sync.WaitGroup) bool {
 	for _, s := range subs {
-		// The deadline bounds Close's close frame write, which would block
-		// on a server that stopped reading.
-		s.ws.SetDeadline(time.Now().Add(2 * time.Second))
-		s.ws.Close()
+		s.ws.close()
 	}
 	done := make(chan struct{})
 	go func() {

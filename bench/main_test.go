@@ -11,6 +11,9 @@ func TestDecodeEvent(t *testing.T) {
 		{`{"type":"hello","seq":12}`, event{Type: "hello", Seq: 12}, true},
 		{`{"type":"added","seq":2,"data":{"id":7,"title":"x","status":"open"}}`, event{Type: "added", Seq: 2, Data: eventData{7}}, true},
 		{`{"type":"added","seq":3,"data":{"id":8}}`, event{Type: "added", Seq: 3, Data: eventData{8}}, true},
+		{`{"type":"added","seq":4,"actor":null,"created_at":"2026-11-27T03:00:00Z","data":{"id":9,"title":"a,\"data\":{\"id\":1"}}`, event{Type: "added", Seq: 4, Data: eventData{9}}, true},
+		// An earlier object value could hold its own "data": left to encoding/json.
+		{`{"type":"added","seq":5,"actor":{"user":"x","data":{"id":1}},"data":{"id":10}}`, event{Type: "added", Seq: 5, Data: eventData{10}}, false},
 		// Other key orders, spacing and escapes fall back to encoding/json.
 		{`{"seq":4,"type":"added","data":{"title":"x","id":9}}`, event{Type: "added", Seq: 4, Data: eventData{9}}, false},
 		{`{"type": "added", "seq": 5, "data": {"id": 10}}`, event{Type: "added", Seq: 5, Data: eventData{10}}, false},
