@@ -138,6 +138,9 @@ func parsePHC(encoded string) (prm argonParams, salt, key []byte, ok bool) {
 // tokenClaims are the claims of an access token.
 type tokenClaims struct {
 	Username string `json:"username"`
+	// Version is the user's token version when the token was issued; a
+	// password change bumps it. Tokens from before roles have none: 0.
+	Version int64 `json:"ver"`
 	jwt.RegisteredClaims
 }
 
@@ -146,6 +149,7 @@ func (s *server) issueToken(u user) (string, error) {
 	now := s.now()
 	claims := tokenClaims{
 		Username: u.Username,
+		Version:  u.TokenVersion,
 		RegisteredClaims: jwt.RegisteredClaims{
 			Subject:   strconv.FormatInt(u.ID, 10),
 			IssuedAt:  jwt.NewNumericDate(now),
@@ -153,38 +157,6 @@ func (s *server) issueToken(u user) (string, error) {
 		},
 	}
 	return jwt.NewWithClaims(jwt.GetSigningMethod(s.cfg.algorithm), claims).SignedString(s.cfg.secretKey)
-}
-
-// authenticate returns the user whose bearer token the request carries. Only
-// the configured algorithm is accepted, exp is required, and the user must
-// still exist.
-func (s *server) authenticate(r *http.Request) (user, error) {
-	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	token = strings.TrimSpace(token)
-	if !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return user{}, errNotAuthenticated
-	}
-	var claims tokenClaims
-	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return s.cfg.secretKey, nil },
-		jwt.WithValidMethods([]string{s.cfg.algorithm}),
-		jwt.WithExpirationRequired(),
-		jwt.WithTimeFunc(s.now),
-	)
-	if errors.Is(err, jwt.ErrTokenExpired) {
-		return user{}, errTokenExpired
-	}
-	if err != nil {
-		return user{}, errBadCredentials
-	}
-	id, err := strconv.ParseInt(claims.Subject, 10, 64)
-	if err != nil {
-		return user{}, errBadCredentials
-	}
-	u, err := s.store.UserByID(r.Context(), id)
-	if errors.Is(err, errNotFound) {
-		return user{}, errBadCredentials
-	}
-	return u, err
 }
 
 var usernamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
@@ -202,7 +174,8 @@ func (in registerRequest) validate() []fieldError {
 	return problems
 }
 
-// handleRegister handles POST /api/v1/register.
+// handleRegister handles POST /api/v1/register. The first user becomes
+// admin, later ones responders; with REGISTRATION=closed only the first.
 func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	var in registerRequest
 	if err := readJSON(w, r, &in); err != nil {
@@ -211,19 +184,28 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if err := invalid(in.validate()...); err != nil {
 		return err
 	}
+	ip := s.clientIP(r)
+	if wait := s.limits.registerIP.take(ip, s.now()); wait > 0 {
+		return tooMany(wait, tooManyAttempts)
+	}
 	hash, err := s.passwords.hash(r.Context(), in.Password.Value)
 	if err != nil {
 		return err
 	}
-	u, err := s.store.CreateUser(r.Context(), in.Username.Value, hash, s.now())
-	if errors.Is(err, errConflict) {
-		return &httpError{status: http.StatusConflict, detail: "Username already registered"}
-	}
-	if err != nil {
+	u, err := s.store.RegisterUser(r.Context(), in.Username.Value, hash, s.cfg.registrationOpen,
+		auditEntry{Action: "user.registered", IP: ip}, s.now())
+	switch {
+	case errors.Is(err, errRegistrationClosed):
+		return &httpError{status: http.StatusForbidden, detail: "Registration is closed"}
+	case errors.Is(err, errConflict):
+		return errUsernameTaken
+	case err != nil:
 		return err
 	}
 	return writeJSON(w, http.StatusCreated, map[string]string{"message": "User registered successfully", "data": u.Username})
 }
+
+var errUsernameTaken = &httpError{status: http.StatusConflict, detail: "Username already registered"}
 
 // loginRequest is the body of POST /api/v1/login, as JSON or as an OAuth2
 // password-flow form. No length rules: a password that would not pass
@@ -242,11 +224,22 @@ func (in loginRequest) validate() []fieldError {
 
 var errBadLogin = &httpError{status: http.StatusUnauthorized, detail: "Incorrect username or password", header: http.Header{"Www-Authenticate": {"Bearer"}}}
 
-// handleLogin handles POST /api/v1/login.
+// handleLogin handles POST /api/v1/login. Failed attempts are limited per
+// username and per client IP; a slot is taken before the password is
+// checked, so concurrent guesses cannot overrun the limit, and given back
+// when the login succeeds.
 func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	in, err := readLogin(w, r)
 	if err != nil {
 		return err
+	}
+	now, ip, name := s.now(), s.clientIP(r), strings.ToLower(in.Username.Value)
+	if wait := s.limits.loginUser.take(name, now); wait > 0 {
+		return tooMany(wait, tooManyAttempts)
+	}
+	if wait := s.limits.loginIP.take(ip, now); wait > 0 {
+		s.limits.loginUser.giveBack(name, now)
+		return tooMany(wait, tooManyAttempts)
 	}
 	u, err := s.store.UserByUsername(r.Context(), in.Username.Value)
 	if err != nil && !errors.Is(err, errNotFound) {
@@ -260,11 +253,31 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if verr != nil {
 		return verr
 	}
-	if err != nil || !ok {
+	if err != nil || !ok || u.Disabled {
+		reason := "bad_credentials"
+		if ok && u.Disabled {
+			reason = "disabled"
+		}
+		var actor *int64
+		if err == nil {
+			actor = &u.ID
+		}
+		if aerr := s.store.Audit(r.Context(), auditEntry{ActorID: actor, Action: "login.failed", Target: in.Username.Value, IP: ip,
+			Details: map[string]any{"username": in.Username.Value, "reason": reason}}, now); aerr != nil {
+			return aerr
+		}
+		if reason == "disabled" {
+			return errAccountDisabled
+		}
 		return errBadLogin
 	}
+	s.limits.loginUser.giveBack(name, now)
+	s.limits.loginIP.giveBack(ip, now)
 	token, err := s.issueToken(u)
 	if err != nil {
+		return err
+	}
+	if err := s.store.Audit(r.Context(), auditEntry{ActorID: &u.ID, Action: "login.succeeded", Target: u.Username, IP: ip}, now); err != nil {
 		return err
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -297,9 +310,50 @@ func readLogin(w http.ResponseWriter, r *http.Request) (loginRequest, error) {
 
 // handleMe handles GET /api/v1/me.
 func (s *server) handleMe(w http.ResponseWriter, r *http.Request) error {
-	u, err := s.authenticate(r)
+	u := principalOf(r).user
+	return writeJSON(w, http.StatusOK, map[string]any{"id": u.ID, "username": u.Username, "created_at": u.CreatedAt, "role": u.Role})
+}
+
+// passwordChange is the body of PATCH /api/v1/me/password.
+type passwordChange struct {
+	CurrentPassword jsonString `json:"current_password"`
+	NewPassword     jsonString `json:"new_password"`
+}
+
+// handlePasswordChange handles PATCH /api/v1/me/password. Every token
+// issued before, including the caller's, stops working.
+func (s *server) handlePasswordChange(w http.ResponseWriter, r *http.Request) error {
+	u := principalOf(r).user
+	var in passwordChange
+	if err := readJSON(w, r, &in); err != nil {
+		return err
+	}
+	problems := stringRule{required: true}.check(nil, []string{"body", "current_password"}, in.CurrentPassword)
+	problems = stringRule{required: true, min: 8, max: 128}.check(problems, []string{"body", "new_password"}, in.NewPassword)
+	if err := invalid(problems...); err != nil {
+		return err
+	}
+	now, ip := s.now(), s.clientIP(r)
+	// Guessing the current password here is limited like logins are.
+	name := strings.ToLower(u.Username)
+	if wait := s.limits.loginUser.take(name, now); wait > 0 {
+		return tooMany(wait, tooManyAttempts)
+	}
+	ok, err := s.passwords.verify(r.Context(), in.CurrentPassword.Value, u.PasswordHash)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"id": u.ID, "username": u.Username, "created_at": u.CreatedAt})
+	if !ok {
+		return &httpError{status: http.StatusForbidden, detail: "Current password is incorrect"}
+	}
+	s.limits.loginUser.giveBack(name, now)
+	hash, err := s.passwords.hash(r.Context(), in.NewPassword.Value)
+	if err != nil {
+		return err
+	}
+	if err := s.store.ChangePassword(r.Context(), u.ID, hash, auditEntry{ActorID: &u.ID, Action: "password.changed", Target: u.Username, IP: ip}, now); err != nil {
+		return err
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, map[string]string{"message": "Password changed; log in again"})
 }

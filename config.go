@@ -27,6 +27,22 @@ type config struct {
 	shutdownTimeout time.Duration
 	wsPingInterval  time.Duration
 	reopenWindow    time.Duration
+
+	registrationOpen bool
+	publicIngest     bool // POST /api/v1/incidents without credentials
+	publicRead       bool // reading incidents and the stream without credentials
+	rateLimits       bool // RATE_LIMITS=off turns every limit off
+	limits           limitSettings
+	trustedProxies   trustedProxies
+}
+
+// limitSettings are the rate limits' sizes; a zero one is off.
+type limitSettings struct {
+	loginUser countLimit // failed logins per username
+	loginIP   countLimit // failed logins per client IP
+	register  countLimit // registrations per client IP
+	ingest    rateLimit  // anonymous reports per client IP
+	ingestKey rateLimit  // reports per API key or signed-in user
 }
 
 // minSecretKeyBytes is the shortest SECRET_KEY accepted: an HMAC key shorter
@@ -50,6 +66,18 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 		shutdownTimeout: 10 * time.Second,
 		wsPingInterval:  30 * time.Second,
 		reopenWindow:    5 * time.Minute,
+
+		registrationOpen: true,
+		publicIngest:     true,
+		publicRead:       true,
+		rateLimits:       true,
+		limits: limitSettings{
+			loginUser: countLimit{n: 5, window: 15 * time.Minute},
+			loginIP:   countLimit{n: 20, window: time.Minute},
+			register:  countLimit{n: 10, window: time.Hour},
+			ingest:    rateLimit{rate: 20, burst: 100},
+			ingestKey: rateLimit{rate: 100, burst: 500},
+		},
 	}
 	var problems []string
 	if cfg.databaseURL == "" && !dev {
@@ -118,6 +146,7 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 			cfg.reopenWindow = d
 		}
 	}
+	problems = loadAccessConfig(getenv, &cfg, problems)
 	for name, dst := range map[string]*string{"DOCS_SWAGGER_JS": &cfg.docsSwaggerJS, "DOCS_SWAGGER_CSS": &cfg.docsSwaggerCSS, "DOCS_REDOC_JS": &cfg.docsRedocJS} {
 		if v := getenv(name); v != "" {
 			*dst = v
@@ -127,6 +156,58 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 		return config{}, errors.New("invalid configuration:\n  - " + strings.Join(problems, "\n  - "))
 	}
 	return cfg, nil
+}
+
+// loadAccessConfig reads who may do what without credentials and the rate
+// limits.
+func loadAccessConfig(getenv func(string) string, cfg *config, problems []string) []string {
+	choice := func(name string, dst *bool, yes, no string) {
+		raw := getenv(name)
+		switch strings.ToLower(strings.TrimSpace(raw)) {
+		case "":
+		case yes:
+			*dst = true
+		case no:
+			*dst = false
+		default:
+			problems = append(problems, fmt.Sprintf("%s must be %s or %s, not %q", name, yes, no, raw))
+		}
+	}
+	choice("REGISTRATION", &cfg.registrationOpen, "open", "closed")
+	choice("PUBLIC_INGEST", &cfg.publicIngest, "true", "false")
+	choice("PUBLIC_READ", &cfg.publicRead, "true", "false")
+	choice("RATE_LIMITS", &cfg.rateLimits, "on", "off")
+	for name, dst := range map[string]*countLimit{"LOGIN_RATE_LIMIT": &cfg.limits.loginUser, "LOGIN_IP_RATE_LIMIT": &cfg.limits.loginIP, "REGISTER_RATE_LIMIT": &cfg.limits.register} {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			cl, err := parseCountLimit(v)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v, not %q", name, err, v))
+			}
+			*dst = cl
+		}
+	}
+	for prefix, dst := range map[string]*rateLimit{"INGEST": &cfg.limits.ingest, "INGEST_KEY": &cfg.limits.ingestKey} {
+		if v := strings.TrimSpace(getenv(prefix + "_RATE_LIMIT")); v != "" {
+			rate, err := parseRate(v)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s_RATE_LIMIT: %v, not %q", prefix, err, v))
+			}
+			dst.rate = rate
+		}
+		if v := strings.TrimSpace(getenv(prefix + "_BURST")); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1_000_000 {
+				problems = append(problems, fmt.Sprintf("%s_BURST must be a whole number from 1 to 1000000, not %q", prefix, v))
+			}
+			dst.burst = n
+		}
+	}
+	tp, err := parseTrustedProxies(getenv("TRUSTED_PROXIES"))
+	if err != nil {
+		problems = append(problems, "TRUSTED_PROXIES: "+err.Error())
+	}
+	cfg.trustedProxies = tp
+	return problems
 }
 
 // validDatabaseURL accepts what lib/pq accepts: a URL with either scheme, or

@@ -141,3 +141,128 @@ EMPTY=
 		t.Errorf("ADDR = %q, want .env's :9000", got)
 	}
 }
+
+func TestLoadConfigAccess(t *testing.T) {
+	base := map[string]string{"DATABASE_URL": "postgres://u:p@localhost/incidents", "SECRET_KEY": strings.Repeat("s", 32)}
+	with := func(kv ...string) map[string]string {
+		env := map[string]string{}
+		for k, v := range base {
+			env[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		return env
+	}
+	defaults := limitSettings{
+		loginUser: countLimit{n: 5, window: 15 * time.Minute},
+		loginIP:   countLimit{n: 20, window: time.Minute},
+		register:  countLimit{n: 10, window: time.Hour},
+		ingest:    rateLimit{rate: 20, burst: 100},
+		ingestKey: rateLimit{rate: 100, burst: 500},
+	}
+	// limitsWith returns the default limits changed by f.
+	limitsWith := func(f func(*limitSettings)) limitSettings {
+		ls := defaults
+		f(&ls)
+		return ls
+	}
+	type switches struct {
+		registrationOpen, publicIngest, publicRead, rateLimits bool
+	}
+	open := switches{true, true, true, true}
+	for _, tt := range []struct {
+		name        string
+		env         map[string]string
+		wantAccess  switches
+		wantLimits  limitSettings
+		wantProxies string // the prefixes, comma-separated
+		wantErrs    []string
+	}{
+		{name: "defaults", env: base, wantAccess: open, wantLimits: defaults},
+		{name: "everything closed", env: with("REGISTRATION", "closed", "PUBLIC_INGEST", "false", "PUBLIC_READ", "false", "RATE_LIMITS", "off"),
+			wantAccess: switches{}, wantLimits: defaults},
+		{name: "everything open, spelled loosely", env: with("REGISTRATION", " Open ", "PUBLIC_INGEST", "TRUE", "PUBLIC_READ", "True", "RATE_LIMITS", "ON"),
+			wantAccess: open, wantLimits: defaults},
+		{name: "bad REGISTRATION", env: with("REGISTRATION", "maybe"), wantErrs: []string{`REGISTRATION must be open or closed, not "maybe"`}},
+		{name: "bad PUBLIC_INGEST", env: with("PUBLIC_INGEST", "no"), wantErrs: []string{`PUBLIC_INGEST must be true or false, not "no"`}},
+		{name: "bad PUBLIC_READ", env: with("PUBLIC_READ", "1"), wantErrs: []string{`PUBLIC_READ must be true or false, not "1"`}},
+		{name: "bad RATE_LIMITS", env: with("RATE_LIMITS", "disabled"), wantErrs: []string{`RATE_LIMITS must be on or off, not "disabled"`}},
+		{name: "count limits", env: with("LOGIN_RATE_LIMIT", "3/10m", "LOGIN_IP_RATE_LIMIT", "100/h", "REGISTER_RATE_LIMIT", "2/1h30m"),
+			wantAccess: open, wantLimits: limitsWith(func(ls *limitSettings) {
+				ls.loginUser = countLimit{n: 3, window: 10 * time.Minute}
+				ls.loginIP = countLimit{n: 100, window: time.Hour}
+				ls.register = countLimit{n: 2, window: 90 * time.Minute}
+			})},
+		{name: "count limits off", env: with("LOGIN_RATE_LIMIT", "0", "LOGIN_IP_RATE_LIMIT", "0", "REGISTER_RATE_LIMIT", "0"),
+			wantAccess: open, wantLimits: limitsWith(func(ls *limitSettings) {
+				ls.loginUser, ls.loginIP, ls.register = countLimit{}, countLimit{}, countLimit{}
+			})},
+		{name: "bad LOGIN_RATE_LIMIT", env: with("LOGIN_RATE_LIMIT", "5"),
+			wantErrs: []string{`LOGIN_RATE_LIMIT: want a count per duration like 5/15m, or 0 for none, not "5"`}},
+		{name: "bad LOGIN_IP_RATE_LIMIT", env: with("LOGIN_IP_RATE_LIMIT", "many/1m"),
+			wantErrs: []string{`LOGIN_IP_RATE_LIMIT: want a count per duration like 5/15m, or 0 for none, not "many/1m"`}},
+		{name: "bad REGISTER_RATE_LIMIT", env: with("REGISTER_RATE_LIMIT", "10/0s"),
+			wantErrs: []string{`REGISTER_RATE_LIMIT: want a count per duration like 5/15m, or 0 for none, not "10/0s"`}},
+		{name: "ingest rates and bursts", env: with("INGEST_RATE_LIMIT", "600/1m", "INGEST_BURST", "50", "INGEST_KEY_RATE_LIMIT", "1/s", "INGEST_KEY_BURST", "1000000"),
+			wantAccess: open, wantLimits: limitsWith(func(ls *limitSettings) {
+				ls.ingest = rateLimit{rate: 10, burst: 50}
+				ls.ingestKey = rateLimit{rate: 1, burst: 1_000_000}
+			})},
+		{name: "ingest rates off", env: with("INGEST_RATE_LIMIT", "0", "INGEST_KEY_RATE_LIMIT", "0/s"),
+			wantAccess: open, wantLimits: limitsWith(func(ls *limitSettings) {
+				ls.ingest.rate, ls.ingestKey.rate = 0, 0
+			})},
+		{name: "bad INGEST_RATE_LIMIT", env: with("INGEST_RATE_LIMIT", "fast"),
+			wantErrs: []string{`INGEST_RATE_LIMIT: want a count per duration like 5/15m, or 0 for none, not "fast"`}},
+		{name: "bad INGEST_KEY_RATE_LIMIT", env: with("INGEST_KEY_RATE_LIMIT", "20/week"),
+			wantErrs: []string{`INGEST_KEY_RATE_LIMIT: want a count per duration like 5/15m, or 0 for none, not "20/week"`}},
+		{name: "zero INGEST_BURST", env: with("INGEST_BURST", "0"),
+			wantErrs: []string{`INGEST_BURST must be a whole number from 1 to 1000000, not "0"`}},
+		{name: "huge INGEST_BURST", env: with("INGEST_BURST", "1000001"),
+			wantErrs: []string{`INGEST_BURST must be a whole number from 1 to 1000000, not "1000001"`}},
+		{name: "bad INGEST_KEY_BURST", env: with("INGEST_KEY_BURST", "ten"),
+			wantErrs: []string{`INGEST_KEY_BURST must be a whole number from 1 to 1000000, not "ten"`}},
+		{name: "TRUSTED_PROXIES", env: with("TRUSTED_PROXIES", " 10.0.0.0/8, 192.168.1.7 ,::1,10.1.2.3/16"),
+			wantAccess: open, wantLimits: defaults, wantProxies: "10.0.0.0/8,192.168.1.7/32,::1/128,10.1.0.0/16"},
+		{name: "bad TRUSTED_PROXIES", env: with("TRUSTED_PROXIES", "10.0.0.0/8,10.0.0"),
+			wantErrs: []string{`TRUSTED_PROXIES: "10.0.0" is not a CIDR such as 10.0.0.0/8`}},
+		{name: "every problem at once", env: with("REGISTRATION", "maybe", "PUBLIC_INGEST", "no", "PUBLIC_READ", "1", "RATE_LIMITS", "disabled",
+			"LOGIN_RATE_LIMIT", "5", "LOGIN_IP_RATE_LIMIT", "x", "REGISTER_RATE_LIMIT", "y", "INGEST_RATE_LIMIT", "z", "INGEST_BURST", "0",
+			"INGEST_KEY_RATE_LIMIT", "w", "INGEST_KEY_BURST", "-1", "TRUSTED_PROXIES", "proxy", "ALGORITHM", "none"),
+			wantErrs: []string{"REGISTRATION must", "PUBLIC_INGEST must", "PUBLIC_READ must", "RATE_LIMITS must", "LOGIN_RATE_LIMIT:",
+				"LOGIN_IP_RATE_LIMIT:", "REGISTER_RATE_LIMIT:", "INGEST_RATE_LIMIT:", "INGEST_BURST must", "INGEST_KEY_RATE_LIMIT:",
+				"INGEST_KEY_BURST must", "TRUSTED_PROXIES:", "ALGORITHM must"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := loadConfig(func(k string) string { return tt.env[k] }, false)
+			if len(tt.wantErrs) > 0 {
+				if err == nil {
+					t.Fatalf("loadConfig error = nil, want one mentioning %q", tt.wantErrs)
+				}
+				for _, want := range tt.wantErrs {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("loadConfig error = %q, want it to contain %q", err, want)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("loadConfig error = %v, want none", err)
+			}
+			if got := (switches{cfg.registrationOpen, cfg.publicIngest, cfg.publicRead, cfg.rateLimits}); got != tt.wantAccess {
+				t.Errorf("registration, public ingest, public read, rate limits = %+v, want %+v", got, tt.wantAccess)
+			}
+			if cfg.limits != tt.wantLimits {
+				t.Errorf("limits = %+v, want %+v", cfg.limits, tt.wantLimits)
+			}
+			var proxies []string
+			for _, p := range cfg.trustedProxies {
+				proxies = append(proxies, p.String())
+			}
+			if got := strings.Join(proxies, ","); got != tt.wantProxies {
+				t.Errorf("trustedProxies = %s, want %s", got, tt.wantProxies)
+			}
+		})
+	}
+}

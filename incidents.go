@@ -106,7 +106,11 @@ func (s *server) handleIncidentCreate(w http.ResponseWriter, r *http.Request) er
 	if err := invalid(in.validate()...); err != nil {
 		return err
 	}
+	if err := s.limitIngest(r); err != nil {
+		return err
+	}
 	inc, outcome, err := s.store.ReportIncident(r.Context(), newIncident{
+		By:          principalOf(r).actor(),
 		Title:       in.Title.Value,
 		Description: in.Description.Value,
 		Severity:    in.Severity.Value,
@@ -122,6 +126,25 @@ func (s *server) handleIncidentCreate(w http.ResponseWriter, r *http.Request) er
 	}
 	w.Header().Set("X-Dedup", string(outcome))
 	return writeIncident(w, status, inc)
+}
+
+// limitIngest spends a report from the caller's token bucket: per client IP
+// for anonymous callers, per key or user for authenticated ones.
+func (s *server) limitIngest(r *http.Request) error {
+	p, now := principalOf(r), s.now()
+	var wait time.Duration
+	switch {
+	case p.key != nil:
+		wait = s.limits.ingestKey.take("key:"+strconv.FormatInt(p.key.ID, 10), now)
+	case p.user != nil:
+		wait = s.limits.ingestKey.take("user:"+strconv.FormatInt(p.user.ID, 10), now)
+	default:
+		wait = s.limits.ingestIP.take(s.clientIP(r), now)
+	}
+	if wait > 0 {
+		return tooMany(wait, tooManyReports)
+	}
+	return nil
 }
 
 // writeIncident writes an incident with its version as ETag.
@@ -382,10 +405,6 @@ type transitionRequest struct {
 func (s *server) handleIncidentTransition(name string) func(http.ResponseWriter, *http.Request) error {
 	a := actions[name]
 	return func(w http.ResponseWriter, r *http.Request) error {
-		u, err := s.authenticate(r)
-		if err != nil {
-			return err
-		}
 		id, err := pathID(r)
 		if err != nil {
 			return err
@@ -401,7 +420,7 @@ func (s *server) handleIncidentTransition(name string) func(http.ResponseWriter,
 		if err != nil {
 			return err
 		}
-		inc, err := s.store.Transition(r.Context(), id, a, u.ID, ifMatch, in.Note.Value, s.now())
+		inc, err := s.store.Transition(r.Context(), id, a, principalOf(r).actor(), ifMatch, in.Note.Value, s.now())
 		var (
 			stale  *staleError
 			refuse *transitionError
@@ -458,10 +477,6 @@ type noteCreate struct {
 
 // handleNoteCreate handles POST /api/v1/incidents/{id}/notes.
 func (s *server) handleNoteCreate(w http.ResponseWriter, r *http.Request) error {
-	u, err := s.authenticate(r)
-	if err != nil {
-		return err
-	}
 	id, err := pathID(r)
 	if err != nil {
 		return err
@@ -473,7 +488,7 @@ func (s *server) handleNoteCreate(w http.ResponseWriter, r *http.Request) error 
 	if err := invalid(stringRule{required: true, min: 1, max: 10000, notBlank: true}.check(nil, []string{"body", "body"}, in.Body)...); err != nil {
 		return err
 	}
-	n, err := s.store.AddNote(r.Context(), id, in.Body.Value, u.ID, s.now())
+	n, err := s.store.AddNote(r.Context(), id, in.Body.Value, principalOf(r).actor(), s.now())
 	if err != nil {
 		return notFoundAs(err, errIncidentNotFound)
 	}

@@ -83,6 +83,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 
+	if cfg.registrationOpen {
+		logger.Warn("registration is open: anyone who can reach the server can create an account; set REGISTRATION=closed once your admin exists")
+	}
+	if !cfg.rateLimits {
+		logger.Warn("rate limits are off (RATE_LIMITS=off)")
+	}
 	st, err := openStore(ctx, cfg.databaseURL, cfg.dbTimeout)
 	if err != nil {
 		return err

@@ -41,8 +41,12 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if !passwordFlow {
 		t.Error("openapi.json has no OAuth2 password flow with tokenUrl /api/v1/login")
 	}
+	if s, ok := spec.Components.SecuritySchemes["ApiKey"]; !ok || s.Type != "http" {
+		t.Error("openapi.json has no ApiKey security scheme (HTTP bearer, ik_ keys)")
+	}
 
 	var documented []string
+	accessOf := map[string]string{} // "GET /path" -> x-access
 	for path, ops := range spec.Paths {
 		for method, op := range ops {
 			if method == "parameters" || method == "summary" || method == "description" {
@@ -52,16 +56,22 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			var o struct {
 				OperationID string                     `json:"operationId"`
 				Responses   map[string]json.RawMessage `json:"responses"`
+				Access      string                     `json:"x-access"`
 			}
 			if err := json.Unmarshal(op, &o); err != nil || o.OperationID == "" || len(o.Responses) == 0 {
 				t.Errorf("%s %s: want an operationId and responses", method, path)
 			}
+			accessOf[strings.ToUpper(method)+" "+path] = o.Access
 		}
 	}
 	var served []string
 	for _, rt := range (&server{}).routeList() {
 		method, path, _ := strings.Cut(rt.pattern, " ")
-		served = append(served, method+" "+strings.TrimSuffix(path, "{$}"))
+		route := method + " " + strings.TrimSuffix(path, "{$}")
+		served = append(served, route)
+		if got, ok := accessOf[route]; ok && got != rt.access.name {
+			t.Errorf("%s: openapi.json says x-access %q, the server enforces %q", route, got, rt.access.name)
+		}
 	}
 	slices.Sort(documented)
 	slices.Sort(served)
@@ -89,6 +99,10 @@ func TestDocsPages(t *testing.T) {
 		{"/redoc", "text/html; charset=utf-8", "redoc.standalone.js"},
 	} {
 		r := ts.request(t, "GET", tt.path, "").mustStatus(t, "GET "+tt.path, http.StatusOK)
+		if csp := r.header.Get("Content-Security-Policy"); strings.HasPrefix(tt.contentType, "text/html") &&
+			(!strings.Contains(csp, "script-src 'self' https://cdn.jsdelivr.net;") && !strings.Contains(csp, "script-src 'self';") || !strings.Contains(csp, "default-src 'none'")) {
+			t.Errorf("GET %s Content-Security-Policy = %q", tt.path, csp)
+		}
 		if got := r.header.Get("Content-Type"); got != tt.contentType {
 			t.Errorf("GET %s Content-Type = %q, want %q", tt.path, got, tt.contentType)
 		}

@@ -98,8 +98,12 @@ func TestRunEndToEnd(t *testing.T) {
 		"DATABASE_URL": newTestDSN(t),
 		"SECRET_KEY":   strings.Repeat("e", 40),
 		"ADDR":         "127.0.0.1:0",
+		"PUBLIC_READ":  "false",
 	}
-	rs := startRun(t, env)
+	rs := startRun(t, env, "-log-level", "debug")
+	if !strings.Contains(rs.log.String(), "registration is open") {
+		t.Errorf("no warning that registration is open:\n%s", rs.log)
+	}
 	post := func(path, body, token string) *http.Response {
 		req, _ := http.NewRequest("POST", rs.url+path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -132,7 +136,28 @@ func TestRunEndToEnd(t *testing.T) {
 		t.Fatalf("resolve = %v %v, want 200", resp, err)
 	}
 	resp.Body.Close()
+
+	// A stream ticket is in a URL, so it must not reach the log.
+	var ticket struct {
+		Ticket string `json:"ticket"`
+	}
+	resp = post("/api/v1/stream-tickets", "", tok.AccessToken)
+	json.NewDecoder(resp.Body).Decode(&ticket)
+	resp.Body.Close()
+	for range 2 { // accepted, then refused as used
+		resp, err = http.Get(rs.url + "/api/v1/events?since=1000000&ticket=" + ticket.Ticket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a used ticket got %d, want 401", resp.StatusCode)
+	}
 	rs.stop(t)
+	if ticket.Ticket == "" || strings.Contains(rs.log.String(), ticket.Ticket) {
+		t.Errorf("no ticket, or the log contains it:\n%s", rs.log)
+	}
 	if strings.Contains(rs.log.String(), env["SECRET_KEY"]) || strings.Contains(rs.log.String(), tok.AccessToken) {
 		t.Errorf("the log contains a secret:\n%s", rs.log)
 	}

@@ -188,3 +188,61 @@ $$;
 CREATE OR REPLACE TRIGGER incident_events_notify
     AFTER INSERT ON incident_events
     FOR EACH ROW EXECUTE FUNCTION incident_events_notify();
+
+-- Access control. Roles: admin manages users and reads the audit log,
+-- responder also acts on incidents, viewer only reads. token_version is in
+-- every JWT; bumping it (a password change) ends the tokens issued before.
+ALTER TABLE users
+    ADD COLUMN IF NOT EXISTS role text NOT NULL DEFAULT 'responder',
+    ADD COLUMN IF NOT EXISTS disabled boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS token_version integer NOT NULL DEFAULT 0;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'users_role_valid') THEN
+        ALTER TABLE users ADD CONSTRAINT users_role_valid CHECK (role IN ('admin', 'responder', 'viewer'));
+    END IF;
+END
+$$;
+-- A database from before roles has users but no admin: its first user
+-- becomes one, as on a fresh install.
+UPDATE users SET role = 'admin'
+WHERE id = (SELECT min(id) FROM users)
+  AND NOT EXISTS (SELECT 1 FROM users WHERE role = 'admin');
+
+-- API keys for scripts and bots. Only a SHA-256 of the key is kept.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id           bigserial PRIMARY KEY,
+    user_id      integer NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name         text NOT NULL,
+    key_hash     bytea NOT NULL UNIQUE,
+    scopes       text[] NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz,
+    last_used_at timestamptz,
+    revoked_at   timestamptz
+);
+CREATE INDEX IF NOT EXISTS api_keys_user_idx ON api_keys (user_id, id);
+ALTER TABLE incident_events ADD COLUMN IF NOT EXISTS api_key_id bigint REFERENCES api_keys (id) ON DELETE SET NULL;
+
+-- Single-use tickets that let a browser open the stream without putting a
+-- token in the URL. Hashed like keys; a used or expired one is deleted.
+CREATE TABLE IF NOT EXISTS stream_tickets (
+    ticket_hash bytea PRIMARY KEY,
+    user_id     integer NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    api_key_id  bigint REFERENCES api_keys (id) ON DELETE CASCADE,
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stream_tickets_expires_idx ON stream_tickets (expires_at);
+
+-- Who did what, for security-relevant actions.
+CREATE TABLE IF NOT EXISTS audit_log (
+    id       bigserial PRIMARY KEY,
+    at       timestamptz NOT NULL DEFAULT now(),
+    actor_id integer REFERENCES users (id) ON DELETE SET NULL,
+    action   text NOT NULL,
+    target   text,
+    ip       text,
+    details  jsonb NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS audit_log_actor_idx ON audit_log (actor_id, id);
+CREATE INDEX IF NOT EXISTS audit_log_action_idx ON audit_log (action, id);

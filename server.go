@@ -24,6 +24,7 @@ type server struct {
 	log       *slog.Logger
 	now       func() time.Time // tests inject a clock
 	passwords *passwords
+	limits    limits
 	hub       *hub
 	feed      *eventFeed
 	// pingInterval is how often idle streams get a WebSocket ping or an SSE
@@ -43,6 +44,7 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 		log:          logger,
 		now:          time.Now,
 		passwords:    pw,
+		limits:       newLimits(cfg),
 		hub:          h,
 		feed:         newEventFeed(st, h, logger, cfg.databaseURL),
 		pingInterval: cfg.wsPingInterval,
@@ -58,9 +60,11 @@ func (s *server) startStream(ctx context.Context) error {
 	return nil
 }
 
-// route is one entry of the API: a net/http pattern and its handler.
+// route is one entry of the API: a net/http pattern, who may call it and
+// its handler.
 type route struct {
 	pattern string
+	access  access
 	handler func(http.ResponseWriter, *http.Request) error
 }
 
@@ -68,33 +72,44 @@ type route struct {
 // against openapi.json.
 func (s *server) routeList() []route {
 	return []route{
-		{"GET /{$}", s.handleRoot},
-		{"GET /healthz", s.handleHealth},
-		{"GET /readyz", s.handleReady},
-		{"GET /openapi.json", s.handleOpenAPI},
-		{"GET /api/v1/openapi.json", s.handleOpenAPI},
-		{"GET /docs", s.handleDocs},
-		{"GET /docs/init.js", s.handleDocsInit},
-		{"GET /redoc", s.handleRedoc},
+		{"GET /{$}", accessOpen, s.handleRoot},
+		{"GET /healthz", accessOpen, s.handleHealth},
+		{"GET /readyz", accessOpen, s.handleReady},
+		{"GET /openapi.json", accessOpen, s.handleOpenAPI},
+		{"GET /api/v1/openapi.json", accessOpen, s.handleOpenAPI},
+		{"GET /docs", accessOpen, s.handleDocs},
+		{"GET /docs/init.js", accessOpen, s.handleDocsInit},
+		{"GET /redoc", accessOpen, s.handleRedoc},
 
-		{"POST /api/v1/register", s.handleRegister},
-		{"POST /api/v1/login", s.handleLogin},
-		{"GET /api/v1/me", s.handleMe},
+		{"POST /api/v1/register", accessOpen, s.handleRegister},
+		{"POST /api/v1/login", accessOpen, s.handleLogin},
+		{"GET /api/v1/me", accessAnyone, s.handleMe},
+		{"PATCH /api/v1/me/password", accessSelf, s.handlePasswordChange},
 
-		{"POST /api/v1/incidents", s.handleIncidentCreate},
-		{"GET /api/v1/incidents", s.handleIncidentList},
-		{"GET /api/v1/incidents/stats", s.handleIncidentStats},
-		{"GET /api/v1/incidents/{id}", s.handleIncidentGet},
-		{"PATCH /api/v1/incidents/{id}/acknowledge", s.handleIncidentTransition("acknowledge")},
-		{"PATCH /api/v1/incidents/{id}/unacknowledge", s.handleIncidentTransition("unacknowledge")},
-		{"PATCH /api/v1/incidents/{id}/resolve", s.handleIncidentTransition("resolve")},
-		{"PATCH /api/v1/incidents/{id}/reopen", s.handleIncidentTransition("reopen")},
-		{"POST /api/v1/incidents/{id}/notes", s.handleNoteCreate},
-		{"GET /api/v1/incidents/{id}/notes", s.handleNoteList},
-		{"GET /api/v1/incidents/{id}/events", s.handleIncidentEvents},
+		{"POST /api/v1/users", accessAdmin, s.handleUserCreate},
+		{"GET /api/v1/users", accessAdmin, s.handleUserList},
+		{"PATCH /api/v1/users/{id}", accessAdmin, s.handleUserUpdate},
+		{"GET /api/v1/audit", accessAdmin, s.handleAuditList},
 
-		{"GET /api/v1/ws", s.handleWS},
-		{"GET /api/v1/events", s.handleSSE},
+		{"POST /api/v1/api-keys", accessSelf, s.handleAPIKeyCreate},
+		{"GET /api/v1/api-keys", accessSelf, s.handleAPIKeyList},
+		{"DELETE /api/v1/api-keys/{id}", accessSelf, s.handleAPIKeyRevoke},
+		{"POST /api/v1/stream-tickets", accessReader, s.handleStreamTicket},
+
+		{"POST /api/v1/incidents", accessIngest, s.handleIncidentCreate},
+		{"GET /api/v1/incidents", accessRead, s.handleIncidentList},
+		{"GET /api/v1/incidents/stats", accessRead, s.handleIncidentStats},
+		{"GET /api/v1/incidents/{id}", accessRead, s.handleIncidentGet},
+		{"PATCH /api/v1/incidents/{id}/acknowledge", accessManage, s.handleIncidentTransition("acknowledge")},
+		{"PATCH /api/v1/incidents/{id}/unacknowledge", accessManage, s.handleIncidentTransition("unacknowledge")},
+		{"PATCH /api/v1/incidents/{id}/resolve", accessManage, s.handleIncidentTransition("resolve")},
+		{"PATCH /api/v1/incidents/{id}/reopen", accessManage, s.handleIncidentTransition("reopen")},
+		{"POST /api/v1/incidents/{id}/notes", accessManage, s.handleNoteCreate},
+		{"GET /api/v1/incidents/{id}/notes", accessRead, s.handleNoteList},
+		{"GET /api/v1/incidents/{id}/events", accessRead, s.handleIncidentEvents},
+
+		{"GET /api/v1/ws", accessStream, s.handleWS},
+		{"GET /api/v1/events", accessStream, s.handleSSE},
 	}
 }
 
@@ -103,16 +118,21 @@ func (s *server) routeList() []route {
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routeList() {
-		mux.Handle(rt.pattern, s.handle(rt.handler))
+		mux.Handle(rt.pattern, s.handle(rt))
 	}
 	return s.logRequests(s.recoverPanics(securityHeaders(s.cors(jsonMuxErrors(mux)))))
 }
 
-// handle adapts a handler that returns an error to http.Handler; every error
-// goes through writeError.
-func (s *server) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+// handle adapts a route to http.Handler: it checks the caller against the
+// route's access, then runs the handler; every error goes through
+// writeError.
+func (s *server) handle(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := h(w, r); err != nil {
+		r, err := s.authorize(r, rt.access)
+		if err == nil {
+			err = rt.handler(w, r)
+		}
+		if err != nil {
 			writeError(w, r, err)
 		}
 	})

@@ -142,50 +142,6 @@ func (st *store) withTimeout(ctx context.Context) (context.Context, context.Canc
 	return context.WithTimeout(ctx, st.timeout)
 }
 
-// user is an account.
-type user struct {
-	ID           int64
-	Username     string
-	PasswordHash string
-	CreatedAt    time.Time
-}
-
-const userColumns = `id, username, password_hashed, created_at`
-
-func scanUser(row interface{ Scan(...any) error }) (user, error) {
-	var u user
-	err := row.Scan(&u.ID, &u.Username, &u.PasswordHash, &u.CreatedAt)
-	u.CreatedAt = u.CreatedAt.UTC()
-	return u, err
-}
-
-// CreateUser inserts a user; errConflict when the name is taken in any case.
-func (st *store) CreateUser(ctx context.Context, username, passwordHash string, now time.Time) (user, error) {
-	ctx, cancel := st.withTimeout(ctx)
-	defer cancel()
-	u, err := scanUser(st.db.QueryRowContext(ctx,
-		`INSERT INTO users (username, password_hashed, created_at) VALUES ($1, $2, $3) RETURNING `+userColumns,
-		username, passwordHash, now))
-	return u, st.mapErr(err)
-}
-
-// UserByUsername finds a user by name, ignoring case.
-func (st *store) UserByUsername(ctx context.Context, username string) (user, error) {
-	ctx, cancel := st.withTimeout(ctx)
-	defer cancel()
-	u, err := scanUser(st.db.QueryRowContext(ctx,
-		`SELECT `+userColumns+` FROM users WHERE lower(username) = lower($1)`, username))
-	return u, st.mapErr(err)
-}
-
-// UserByID finds a user by id.
-func (st *store) UserByID(ctx context.Context, id int64) (user, error) {
-	ctx, cancel := st.withTimeout(ctx)
-	defer cancel()
-	u, err := scanUser(st.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1::bigint`, id))
-	return u, st.mapErr(err)
-}
-
 // incident is an incident as the API returns it, in REST responses and in
 // stream events alike. The original service's keys come first.
 type incident struct {
@@ -266,8 +222,16 @@ func stringOrNil(s sql.NullString) *string {
 	return &s.String
 }
 
+// actorRef is who made a change: a user, possibly through an API key; both
+// nil for the system or an anonymous report.
+type actorRef struct {
+	UserID *int64
+	KeyID  *int64
+}
+
 // newIncident is what a report carries.
 type newIncident struct {
+	By          actorRef
 	Title       string
 	Description string
 	Severity    string
@@ -337,7 +301,7 @@ func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindo
 		if !inserted {
 			outcome, eventType = reportExisting, "occurred"
 		}
-		return appendEvent(ctx, tx, eventType, inc, nil, nil, now)
+		return appendEvent(ctx, tx, eventType, inc, in.By, nil, now)
 	}
 	// A reopen can race a concurrent report that created a new incident for
 	// the key; the unique index refuses the second unresolved incident and
@@ -367,7 +331,7 @@ func (st *store) reopenFlapping(ctx context.Context, tx *sql.Tx, in newIncident,
 	if err != nil {
 		return nil, fmt.Errorf("find flapping incident: %w", err)
 	}
-	inc, err := st.applyTransition(ctx, tx, id, actions["reopen"], nil, nil, "", now, in.Severity)
+	inc, err := st.applyTransition(ctx, tx, id, actions["reopen"], actorRef{}, nil, "", now, in.Severity)
 	return &inc, err
 }
 
@@ -392,13 +356,13 @@ func (e *transitionError) Error() string {
 // errConflict when reopening would make a second unresolved incident with
 // one dedup key. The row lock serializes concurrent transitions, so each
 // change happens once and records one event.
-func (st *store) Transition(ctx context.Context, id int64, a action, actorID int64, ifMatch *int64, note string, now time.Time) (incident, error) {
+func (st *store) Transition(ctx context.Context, id int64, a action, by actorRef, ifMatch *int64, note string, now time.Time) (incident, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	var inc incident
 	err := st.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		inc, err = st.applyTransition(ctx, tx, id, a, &actorID, ifMatch, note, now, "")
+		inc, err = st.applyTransition(ctx, tx, id, a, by, ifMatch, note, now, "")
 		return err
 	})
 	return inc, err
@@ -407,7 +371,7 @@ func (st *store) Transition(ctx context.Context, id int64, a action, actorID int
 // applyTransition locks incident id, checks ifMatch and the status, applies
 // a, stores note and records the event. raiseSeverity, when set, counts the
 // change as an occurrence of a new report with that severity.
-func (st *store) applyTransition(ctx context.Context, tx *sql.Tx, id int64, a action, actorID, ifMatch *int64, note string, now time.Time, raiseSeverity string) (incident, error) {
+func (st *store) applyTransition(ctx context.Context, tx *sql.Tx, id int64, a action, by actorRef, ifMatch *int64, note string, now time.Time, raiseSeverity string) (incident, error) {
 	var (
 		cur     lifecycleState
 		version int64
@@ -424,7 +388,7 @@ func (st *store) applyTransition(ctx context.Context, tx *sql.Tx, id int64, a ac
 	if !slices.Contains(a.from, cur.Status) {
 		return incident{}, &transitionError{action: a, status: cur.Status}
 	}
-	next := a.apply(cur, actorID, now)
+	next := a.apply(cur, by.UserID, now)
 	occurred := raiseSeverity != ""
 	inc, err := scanIncident(tx.QueryRowContext(ctx, `WITH changed AS (
 		UPDATE incidents SET status = $2, acknowledged_at = $3, acknowledged_by = $4, resolved_at = $5, resolved_by = $6,
@@ -440,13 +404,13 @@ func (st *store) applyTransition(ctx context.Context, tx *sql.Tx, id int64, a ac
 	}
 	var noteID *int64
 	if note != "" {
-		n, err := insertNote(ctx, tx, id, note, actorID, now)
+		n, err := insertNote(ctx, tx, id, note, by.UserID, now)
 		if err != nil {
 			return incident{}, err
 		}
 		noteID = &n.ID
 	}
-	return inc, appendEvent(ctx, tx, a.event, inc, actorID, noteID, now)
+	return inc, appendEvent(ctx, tx, a.event, inc, by, noteID, now)
 }
 
 // note is a responder's note on an incident.
@@ -471,7 +435,7 @@ func insertNote(ctx context.Context, tx *sql.Tx, incidentID int64, body string, 
 }
 
 // AddNote stores a note on incident id and records a "noted" event.
-func (st *store) AddNote(ctx context.Context, incidentID int64, body string, authorID int64, now time.Time) (note, error) {
+func (st *store) AddNote(ctx context.Context, incidentID int64, body string, by actorRef, now time.Time) (note, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	var n note
@@ -482,10 +446,10 @@ func (st *store) AddNote(ctx context.Context, incidentID int64, body string, aut
 		if err != nil {
 			return err
 		}
-		if n, err = insertNote(ctx, tx, incidentID, body, &authorID, now); err != nil {
+		if n, err = insertNote(ctx, tx, incidentID, body, by.UserID, now); err != nil {
 			return err
 		}
-		return appendEvent(ctx, tx, "noted", inc, &authorID, &n.ID, now)
+		return appendEvent(ctx, tx, "noted", inc, by, &n.ID, now)
 	})
 	return n, err
 }
@@ -533,13 +497,13 @@ func (st *store) incidentExists(ctx context.Context, id int64) error {
 }
 
 // appendEvent records a change to inc, with inc as it is after the change.
-func appendEvent(ctx context.Context, tx *sql.Tx, eventType string, inc incident, actorID, noteID *int64, now time.Time) error {
+func appendEvent(ctx context.Context, tx *sql.Tx, eventType string, inc incident, by actorRef, noteID *int64, now time.Time) error {
 	data, err := json.Marshal(inc)
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO incident_events (incident_id, type, actor_id, created_at, data, note_id)
-		VALUES ($1, $2, $3, $4, $5, $6)`, inc.ID, eventType, actorID, now, data, noteID)
+	_, err = tx.ExecContext(ctx, `INSERT INTO incident_events (incident_id, type, actor_id, api_key_id, created_at, data, note_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, inc.ID, eventType, by.UserID, by.KeyID, now, data, noteID)
 	if err != nil {
 		return fmt.Errorf("append %s event: %w", eventType, err)
 	}
@@ -706,6 +670,7 @@ type storedEvent struct {
 	IncidentID int64
 	Type       string
 	Actor      *string // username; nil for the system or a deleted user
+	ActorKey   *string // the name of the API key the actor used, if any
 	CreatedAt  time.Time
 	Data       json.RawMessage
 	Note       *note // the note left with the change, if any
@@ -746,10 +711,11 @@ func (st *store) IncidentEvents(ctx context.Context, incidentID, after int64, li
 func (st *store) events(ctx context.Context, where string, limit int, args ...any) ([]storedEvent, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	rows, err := st.db.QueryContext(ctx, `SELECT e.id, e.incident_id, e.type, actor.username, e.created_at, e.data,
+	rows, err := st.db.QueryContext(ctx, `SELECT e.id, e.incident_id, e.type, actor.username, actor_key.name, e.created_at, e.data,
 			n.id, n.body, author.username, n.created_at
 		FROM incident_events e
 		LEFT JOIN users actor ON actor.id = e.actor_id
+		LEFT JOIN api_keys actor_key ON actor_key.id = e.api_key_id
 		LEFT JOIN incident_notes n ON n.id = e.note_id
 		LEFT JOIN users author ON author.id = n.author_id
 		WHERE `+where+` ORDER BY e.id LIMIT `+strconv.Itoa(limit), args...)
@@ -762,16 +728,17 @@ func (st *store) events(ctx context.Context, where string, limit int, args ...an
 		var (
 			e          storedEvent
 			actor      sql.NullString
+			actorKey   sql.NullString
 			noteID     sql.NullInt64
 			noteBody   sql.NullString
 			noteAuthor sql.NullString
 			noteAt     sql.NullTime
 		)
-		if err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &e.CreatedAt, &e.Data,
+		if err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &actorKey, &e.CreatedAt, &e.Data,
 			&noteID, &noteBody, &noteAuthor, &noteAt); err != nil {
 			return nil, st.mapErr(err)
 		}
-		e.Actor = stringOrNil(actor)
+		e.Actor, e.ActorKey = stringOrNil(actor), stringOrNil(actorKey)
 		e.CreatedAt = e.CreatedAt.UTC()
 		if noteID.Valid {
 			e.Note = &note{ID: noteID.Int64, IncidentID: e.IncidentID, Body: noteBody.String, Author: stringOrNil(noteAuthor), CreatedAt: noteAt.Time.UTC()}

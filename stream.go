@@ -184,15 +184,20 @@ type eventView struct {
 	Note      *note           `json:"note,omitempty"`
 }
 
-// actorView is who caused an event; null in JSON for the system.
+// actorView is who caused an event; null in JSON for the system and
+// anonymous reports. APIKey names the key the user acted through.
 type actorView struct {
-	User string `json:"user"`
+	User   string `json:"user"`
+	APIKey string `json:"api_key,omitempty"`
 }
 
 func newEventView(e storedEvent) eventView {
 	v := eventView{Type: e.Type, Seq: e.Seq, CreatedAt: e.CreatedAt, Data: e.Data, Note: e.Note}
 	if e.Actor != nil {
 		v.Actor = &actorView{User: *e.Actor}
+		if e.ActorKey != nil {
+			v.Actor.APIKey = *e.ActorKey
+		}
 	}
 	return v
 }

@@ -1,0 +1,700 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// rlPassword is the password of the users the rate-limit tests register.
+const rlPassword = "correct-horse"
+
+// attemptLogin posts a login and returns whatever came back.
+func (ts *testServer) attemptLogin(t testing.TB, username, password string, headers ...string) response {
+	t.Helper()
+	return ts.request(t, "POST", "/api/v1/login", fmt.Sprintf(`{"username":%q,"password":%q}`, username, password), headers...)
+}
+
+// xff is the header of a request a trusted proxy forwards for ip.
+func xff(ip string) []string { return []string{"X-Forwarded-For", ip} }
+
+// trustLoopback makes the test client (127.0.0.1) a trusted proxy, so
+// X-Forwarded-For picks the client IP.
+func trustLoopback(t testing.TB) func(*config) {
+	t.Helper()
+	tp, err := parseTrustedProxies("127.0.0.1/32")
+	if err != nil {
+		t.Fatalf("parseTrustedProxies: %v", err)
+	}
+	return func(cfg *config) { cfg.trustedProxies = tp }
+}
+
+// mustTooMany fails the test unless r is a 429 whose body is exactly
+// {"detail": detail} and whose Retry-After is retryAfter.
+func mustTooMany(t testing.TB, r response, what, detail, retryAfter string) {
+	t.Helper()
+	r.mustStatus(t, what, http.StatusTooManyRequests)
+	var body map[string]any
+	r.json(t, &body)
+	if want := map[string]any{"detail": detail}; !reflect.DeepEqual(body, want) {
+		t.Errorf("%s: body = %v, want %v", what, body, want)
+	}
+	if got := r.header.Get("Retry-After"); got != retryAfter {
+		t.Errorf("%s: Retry-After = %q, want %q", what, got, retryAfter)
+	}
+}
+
+// mustBadLogin fails the test unless r is the 401 of a wrong password.
+func mustBadLogin(t testing.TB, r response, what string) {
+	t.Helper()
+	r.mustStatus(t, what, http.StatusUnauthorized)
+	if d := r.detail(t); d != "Incorrect username or password" {
+		t.Errorf("%s: detail = %v, want Incorrect username or password", what, d)
+	}
+}
+
+func TestLoginLimitPerUsername(t *testing.T) {
+	ts := newTestServer(t)
+	ts.register(t, "alice", rlPassword)
+	ts.register(t, "bob", rlPassword)
+
+	// Five failures a minute apart, from t0 to t0+4m.
+	for i := range 5 {
+		if i > 0 {
+			ts.clock.Advance(time.Minute)
+		}
+		mustBadLogin(t, ts.attemptLogin(t, "alice", "wrong-password"), fmt.Sprintf("failure %d", i+1))
+	}
+	// At t0+4m30s the first failure leaves the 15-minute window in 630 s.
+	ts.clock.Advance(30 * time.Second)
+	mustTooMany(t, ts.attemptLogin(t, "alice", rlPassword), "6th attempt, right password", tooManyAttempts, "630")
+	mustTooMany(t, ts.attemptLogin(t, "alice", "wrong-password"), "6th attempt, wrong password", tooManyAttempts, "630")
+	mustTooMany(t, ts.attemptLogin(t, "ALICE", rlPassword), "6th attempt as ALICE", tooManyAttempts, "630")
+
+	// Another username from the same IP is not locked out.
+	mustBadLogin(t, ts.attemptLogin(t, "bob", "wrong-password"), "bob, wrong password")
+	ts.attemptLogin(t, "bob", rlPassword).mustStatus(t, "bob, right password", http.StatusOK)
+
+	ts.clock.Advance(629 * time.Second) // t0+14m59s
+	mustTooMany(t, ts.attemptLogin(t, "alice", rlPassword), "a second before the window", tooManyAttempts, "1")
+	ts.clock.Advance(time.Second) // t0+15m: the first failure is out
+	ts.attemptLogin(t, "alice", rlPassword).mustStatus(t, "alice once the first failure expired", http.StatusOK)
+
+	// The success gave its slot back; the failures at t0+1m..t0+4m remain,
+	// so one more failure fits and then the one at t0+1m is waited for.
+	mustBadLogin(t, ts.attemptLogin(t, "alice", "wrong-password"), "failure after the lockout")
+	mustTooMany(t, ts.attemptLogin(t, "alice", rlPassword), "locked again", tooManyAttempts, "60")
+}
+
+func TestLoginLimitPerIP(t *testing.T) {
+	ts := newTestServer(t, trustLoopback(t))
+	ts.register(t, "bob", rlPassword)
+	ipA, ipB := xff("198.51.100.1"), xff("198.51.100.2")
+
+	mustBadLogin(t, ts.attemptLogin(t, "user0", "wrong-password", ipA...), "A: failure 1")
+	ts.clock.Advance(10 * time.Second)
+	for i := 1; i < 20; i++ {
+		mustBadLogin(t, ts.attemptLogin(t, fmt.Sprintf("user%d", i), "wrong-password", ipA...), fmt.Sprintf("A: failure %d", i+1))
+	}
+	// The first failure, at t0, leaves the one-minute window at t0+60s.
+	mustTooMany(t, ts.attemptLogin(t, "user20", "wrong-password", ipA...), "A: 21st failure", tooManyAttempts, "50")
+	mustTooMany(t, ts.attemptLogin(t, "bob", rlPassword, ipA...), "A: right password", tooManyAttempts, "50")
+
+	mustBadLogin(t, ts.attemptLogin(t, "user21", "wrong-password", ipB...), "B: failure")
+	ts.attemptLogin(t, "bob", rlPassword, ipB...).mustStatus(t, "B: bob logs in", http.StatusOK)
+	mustTooMany(t, ts.attemptLogin(t, "user22", "wrong-password", ipA...), "A after B's success", tooManyAttempts, "50")
+
+	// A refusal for the IP gives the username's slot back: carol's four
+	// failures from B and three refusals from A leave room for a fifth.
+	for i := range 4 {
+		mustBadLogin(t, ts.attemptLogin(t, "carol", "wrong-password", ipB...), fmt.Sprintf("B: carol failure %d", i+1))
+	}
+	for i := range 3 {
+		mustTooMany(t, ts.attemptLogin(t, "carol", "wrong-password", ipA...), fmt.Sprintf("A: carol refusal %d", i+1), tooManyAttempts, "50")
+	}
+	mustBadLogin(t, ts.attemptLogin(t, "carol", "wrong-password", ipB...), "B: carol failure 5")
+	mustTooMany(t, ts.attemptLogin(t, "carol", "wrong-password", ipB...), "B: carol failure 6", tooManyAttempts, "900")
+
+	// At t0+60s only the failure at t0 has left A's window.
+	ts.clock.Advance(50 * time.Second)
+	mustBadLogin(t, ts.attemptLogin(t, "user23", "wrong-password", ipA...), "A: once the first failure expired")
+	mustTooMany(t, ts.attemptLogin(t, "user24", "wrong-password", ipA...), "A: full again", tooManyAttempts, "10")
+}
+
+func TestLoginLimitSuccessesDoNotCountPerIP(t *testing.T) {
+	ts := newTestServer(t, trustLoopback(t))
+	ts.register(t, "bob", rlPassword)
+	ip := xff("198.51.100.1")
+	for i := range 19 {
+		mustBadLogin(t, ts.attemptLogin(t, fmt.Sprintf("user%d", i), "wrong-password", ip...), fmt.Sprintf("failure %d", i+1))
+	}
+	for i := range 5 {
+		ts.attemptLogin(t, "bob", rlPassword, ip...).mustStatus(t, fmt.Sprintf("success %d", i+1), http.StatusOK)
+	}
+	mustBadLogin(t, ts.attemptLogin(t, "user19", "wrong-password", ip...), "failure 20")
+	mustTooMany(t, ts.attemptLogin(t, "bob", rlPassword, ip...), "after 20 failures", tooManyAttempts, "60")
+}
+
+func TestLoginLimitConcurrent(t *testing.T) {
+	ts := newTestServer(t)
+	ts.register(t, "alice", rlPassword)
+
+	const n = 20
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		statuses = map[int]int{}
+		errs     []error
+	)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := ts.Client().Post(ts.URL+"/api/v1/login", "application/json",
+				strings.NewReader(`{"username":"alice","password":"wrong-password"}`))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			resp.Body.Close()
+			statuses[resp.StatusCode]++
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("POST /api/v1/login: %v", errs)
+	}
+	// Slots are taken before the password is checked, so no more than the
+	// limit get to guess however many arrive at once.
+	if want := map[int]int{http.StatusUnauthorized: 5, http.StatusTooManyRequests: n - 5}; !reflect.DeepEqual(statuses, want) {
+		t.Errorf("statuses of %d parallel wrong logins = %v, want %v", n, statuses, want)
+	}
+	mustTooMany(t, ts.attemptLogin(t, "alice", rlPassword), "right password afterwards", tooManyAttempts, "900")
+}
+
+func TestLoginLimitSuccessGivesBackItsSlot(t *testing.T) {
+	ts := newTestServer(t)
+	ts.register(t, "alice", rlPassword)
+	for i := range 4 {
+		mustBadLogin(t, ts.attemptLogin(t, "alice", "wrong-password"), fmt.Sprintf("failure %d", i+1))
+		ts.clock.Advance(time.Second)
+	}
+	// The success takes the fifth slot and gives back only that one: the
+	// four failures still count.
+	ts.attemptLogin(t, "alice", rlPassword).mustStatus(t, "success after 4 failures", http.StatusOK)
+	ts.attemptLogin(t, "alice", rlPassword).mustStatus(t, "second success", http.StatusOK)
+	mustBadLogin(t, ts.attemptLogin(t, "alice", "wrong-password"), "failure 5")
+	// Four seconds have passed since the first failure.
+	mustTooMany(t, ts.attemptLogin(t, "alice", rlPassword), "after failure 5", tooManyAttempts, "896")
+}
+
+func TestLoginLimitSharedWithPasswordChange(t *testing.T) {
+	ts := newTestServer(t)
+	token := ts.register(t, "alice", rlPassword)
+	change := func(current string) response {
+		body := fmt.Sprintf(`{"current_password":%q,"new_password":"a-new-password"}`, current)
+		return ts.request(t, "PATCH", "/api/v1/me/password", body, bearer(token)...)
+	}
+	for i := range 5 {
+		r := change("wrong-password").mustStatus(t, fmt.Sprintf("wrong current password %d", i+1), http.StatusForbidden)
+		if d := r.detail(t); d != "Current password is incorrect" {
+			t.Errorf("wrong current password: detail = %v, want Current password is incorrect", d)
+		}
+	}
+	mustTooMany(t, change(rlPassword), "password change after 5 wrong guesses", tooManyAttempts, "900")
+	mustTooMany(t, ts.attemptLogin(t, "alice", rlPassword), "login after 5 wrong guesses", tooManyAttempts, "900")
+	ts.clock.Advance(15 * time.Minute)
+	change(rlPassword).mustStatus(t, "password change once the window passed", http.StatusOK)
+}
+
+func TestRegisterLimitPerIP(t *testing.T) {
+	ts := newTestServer(t, trustLoopback(t))
+	ipA, ipB := xff("198.51.100.1"), xff("198.51.100.2")
+	register := func(name string, headers ...string) response {
+		return ts.request(t, "POST", "/api/v1/register", fmt.Sprintf(`{"username":%q,"password":%q}`, name, rlPassword), headers...)
+	}
+	// Ten registrations a minute apart, from t0 to t0+9m.
+	for i := range 10 {
+		if i > 0 {
+			ts.clock.Advance(time.Minute)
+		}
+		register(fmt.Sprintf("user%d", i), ipA...).mustStatus(t, fmt.Sprintf("registration %d", i+1), http.StatusCreated)
+	}
+	// The first leaves the hour at t0+60m, 3060 s from t0+9m.
+	mustTooMany(t, register("user10", ipA...), "11th registration", tooManyAttempts, "3060")
+	// Bodies are checked before the limit.
+	ts.request(t, "POST", "/api/v1/register", `{}`, ipA...).mustStatus(t, "invalid body", http.StatusUnprocessableEntity)
+
+	register("other", ipB...).mustStatus(t, "registration from another IP", http.StatusCreated)
+
+	ts.clock.Advance(3060 * time.Second)
+	register("user10", ipA...).mustStatus(t, "registration once the first expired", http.StatusCreated)
+	mustTooMany(t, register("user11", ipA...), "full again", tooManyAttempts, "60")
+}
+
+// postIncident posts an incident and returns the response.
+func (ts *testServer) postIncident(t testing.TB, title string, headers ...string) response {
+	t.Helper()
+	return ts.request(t, "POST", "/api/v1/incidents", fmt.Sprintf(`{"title":%q,"severity":"high"}`, title), headers...)
+}
+
+func TestIngestLimit(t *testing.T) {
+	slow := func(cfg *config) {
+		cfg.limits.ingest = rateLimit{rate: 1, burst: 3}
+		cfg.limits.ingestKey = rateLimit{rate: 1, burst: 2}
+	}
+	// exhaust spends the anonymous burst of 3 with the given headers.
+	exhaust := func(t *testing.T, ts *testServer, what string, headers ...string) {
+		t.Helper()
+		for i := range 3 {
+			ts.postIncident(t, fmt.Sprintf("%s %d", what, i), headers...).mustStatus(t, fmt.Sprintf("%s: report %d", what, i+1), http.StatusCreated)
+		}
+		mustTooMany(t, ts.postIncident(t, what+" 4", headers...), what+": report 4", tooManyReports, "1")
+	}
+
+	t.Run("bucket", func(t *testing.T) {
+		ts := newTestServer(t, slow)
+		for range 3 {
+			ts.request(t, "POST", "/api/v1/incidents", `{"title":""}`).mustStatus(t, "invalid report", http.StatusUnprocessableEntity)
+		}
+		exhaust(t, ts, "anonymous")
+		ts.clock.Advance(500 * time.Millisecond)
+		mustTooMany(t, ts.postIncident(t, "half a second later"), "half a second later", tooManyReports, "1")
+		ts.clock.Advance(500 * time.Millisecond)
+		ts.postIncident(t, "a second later").mustStatus(t, "a second later", http.StatusCreated)
+		mustTooMany(t, ts.postIncident(t, "then"), "then", tooManyReports, "1")
+		// An idle minute refills the burst, no more.
+		ts.clock.Advance(time.Minute)
+		exhaust(t, ts, "after a minute")
+	})
+
+	t.Run("per client IP behind a trusted proxy", func(t *testing.T) {
+		ts := newTestServer(t, slow, trustLoopback(t))
+		exhaust(t, ts, "A", xff("198.51.100.1")...)
+		exhaust(t, ts, "B", xff("198.51.100.2")...)
+		ts.postIncident(t, "direct").mustStatus(t, "the proxy itself", http.StatusCreated)
+	})
+
+	t.Run("X-Forwarded-For ignored without trusted proxies", func(t *testing.T) {
+		ts := newTestServer(t, slow)
+		for i := range 3 {
+			ts.postIncident(t, fmt.Sprint("spoofed ", i), xff(fmt.Sprintf("198.51.100.%d", i+1))...).mustStatus(t, fmt.Sprint("spoofed ", i+1), http.StatusCreated)
+		}
+		mustTooMany(t, ts.postIncident(t, "spoofed 4", xff("198.51.100.4")...), "spoofed 4", tooManyReports, "1")
+		mustTooMany(t, ts.postIncident(t, "plain"), "no X-Forwarded-For", tooManyReports, "1")
+	})
+
+	t.Run("signed-in users and API keys have their own buckets", func(t *testing.T) {
+		ts := newTestServer(t, slow)
+		alice := ts.register(t, "alice", rlPassword)
+		bob := ts.register(t, "bob", rlPassword)
+		exhaust(t, ts, "anonymous")
+		// A token that does not validate is no credential: the IP's bucket.
+		mustTooMany(t, ts.postIncident(t, "bad token", bearer("not-a-jwt")...), "bad token", tooManyReports, "1")
+
+		for i := range 2 {
+			ts.postIncident(t, fmt.Sprint("alice ", i), bearer(alice)...).mustStatus(t, fmt.Sprint("alice ", i+1), http.StatusCreated)
+		}
+		mustTooMany(t, ts.postIncident(t, "alice 3", bearer(alice)...), "alice 3", tooManyReports, "1")
+		ts.postIncident(t, "bob", bearer(bob)...).mustStatus(t, "bob", http.StatusCreated)
+
+		var key struct {
+			Key string `json:"key"`
+		}
+		ts.request(t, "POST", "/api/v1/api-keys", `{"name":"ci","scopes":["incidents:write"]}`, bearer(alice)...).
+			mustStatus(t, "create key", http.StatusCreated).json(t, &key)
+		for i := range 2 {
+			ts.postIncident(t, fmt.Sprint("key ", i), bearer(key.Key)...).mustStatus(t, fmt.Sprint("key ", i+1), http.StatusCreated)
+		}
+		mustTooMany(t, ts.postIncident(t, "key 3", bearer(key.Key)...), "key 3", tooManyReports, "1")
+	})
+
+	t.Run("rate 0 is off", func(t *testing.T) {
+		ts := newTestServer(t, func(cfg *config) { cfg.limits.ingest = rateLimit{rate: 0, burst: 1} })
+		for i := range 10 {
+			ts.postIncident(t, fmt.Sprint("unlimited ", i)).mustStatus(t, fmt.Sprint("report ", i+1), http.StatusCreated)
+		}
+	})
+}
+
+func TestRateLimitsOff(t *testing.T) {
+	ts := newTestServer(t, func(cfg *config) {
+		cfg.rateLimits = false
+		cfg.limits.ingest = rateLimit{rate: 1, burst: 1}
+	})
+	ts.register(t, "alice", rlPassword)
+	// More than both the username's limit (5) and the IP's (20).
+	for i := range 21 {
+		mustBadLogin(t, ts.attemptLogin(t, "alice", "wrong-password"), fmt.Sprintf("failure %d", i+1))
+	}
+	ts.attemptLogin(t, "alice", rlPassword).mustStatus(t, "right password after 21 failures", http.StatusOK)
+	for i := range 5 {
+		ts.postIncident(t, fmt.Sprint("report ", i)).mustStatus(t, fmt.Sprint("report ", i+1), http.StatusCreated)
+	}
+}
+
+func TestRateLimitTooMany(t *testing.T) {
+	for _, tt := range []struct {
+		wait time.Duration
+		want string
+	}{
+		{time.Nanosecond, "1"},
+		{time.Second, "1"},
+		{time.Second + time.Millisecond, "2"},
+		{15 * time.Minute, "900"},
+		{0, "1"},
+	} {
+		err := tooMany(tt.wait, tooManyReports)
+		var herr *httpError
+		if !errors.As(err, &herr) {
+			t.Fatalf("tooMany(%v) = %T, want *httpError", tt.wait, err)
+		}
+		if herr.status != http.StatusTooManyRequests || herr.detail != tooManyReports {
+			t.Errorf("tooMany(%v) = %d %q, want 429 %q", tt.wait, herr.status, herr.detail, tooManyReports)
+		}
+		if got := herr.header.Get("Retry-After"); got != tt.want {
+			t.Errorf("tooMany(%v) Retry-After = %q, want %q", tt.wait, got, tt.want)
+		}
+	}
+}
+
+func TestRateLimitWindow(t *testing.T) {
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	var none *windowLimit
+	if got := none.take("k", t0); got != 0 {
+		t.Errorf("nil limit take = %v, want 0", got)
+	}
+	none.giveBack("k", t0)
+	off := newWindowLimit(0, time.Minute)
+	for range 3 {
+		if got := off.take("k", t0); got != 0 {
+			t.Errorf("zero limit take = %v, want 0", got)
+		}
+	}
+
+	l := newWindowLimit(2, time.Minute)
+	for _, step := range []struct {
+		key  string
+		at   time.Duration
+		want time.Duration
+	}{
+		{"a", 0, 0},
+		{"a", 10 * time.Second, 0},
+		{"a", 20 * time.Second, 40 * time.Second},
+		{"b", 20 * time.Second, 0},
+		{"a", 59 * time.Second, time.Second},
+		{"a", time.Minute, 0}, // the event at 0 is out of the window
+		{"a", time.Minute, 10 * time.Second},
+	} {
+		if got := l.take(step.key, t0.Add(step.at)); got != step.want {
+			t.Errorf("take(%q) at +%v = %v, want %v", step.key, step.at, got, step.want)
+		}
+	}
+
+	g := newWindowLimit(1, time.Minute)
+	g.take("k", t0)
+	g.giveBack("k", t0.Add(time.Second)) // never taken: nothing to undo
+	if got := g.take("k", t0.Add(2*time.Second)); got != 58*time.Second {
+		t.Errorf("take after giving back an untaken time = %v, want 58s", got)
+	}
+	g.giveBack("k", t0)
+	if got := g.take("k", t0.Add(2*time.Second)); got != 0 {
+		t.Errorf("take after giveBack = %v, want 0", got)
+	}
+}
+
+func TestRateLimitTokenBucket(t *testing.T) {
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	var none *tokenBucket
+	if got := none.take("k", t0); got != 0 {
+		t.Errorf("nil bucket take = %v, want 0", got)
+	}
+	off := newTokenBucket(0, 1)
+	for range 3 {
+		if got := off.take("k", t0); got != 0 {
+			t.Errorf("zero-rate bucket take = %v, want 0", got)
+		}
+	}
+
+	b := newTokenBucket(2, 3)
+	for _, step := range []struct {
+		key  string
+		at   time.Duration
+		want time.Duration
+	}{
+		{"a", 0, 0},
+		{"a", 0, 0},
+		{"a", 0, 0},
+		{"a", 0, 500 * time.Millisecond},
+		{"b", 0, 0},
+		{"a", 250 * time.Millisecond, 250 * time.Millisecond},
+		{"a", 500 * time.Millisecond, 0},
+		{"a", 500 * time.Millisecond, 500 * time.Millisecond},
+		// An idle hour refills the burst and no more.
+		{"a", time.Hour, 0},
+		{"a", time.Hour, 0},
+		{"a", time.Hour, 0},
+		{"a", time.Hour, 500 * time.Millisecond},
+	} {
+		if got := b.take(step.key, t0.Add(step.at)); got != step.want {
+			t.Errorf("take(%q) at +%v = %v, want %v", step.key, step.at, got, step.want)
+		}
+	}
+
+	one := newTokenBucket(1, 0) // a burst under 1 is 1
+	if got := one.take("k", t0); got != 0 {
+		t.Errorf("burst 0: first take = %v, want 0", got)
+	}
+	if got := one.take("k", t0); got != time.Second {
+		t.Errorf("burst 0: second take = %v, want 1s", got)
+	}
+}
+
+func TestRateLimitWindowEviction(t *testing.T) {
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newWindowLimit(1, time.Minute)
+	for i := range maxLimiterKeys {
+		l.take(strconv.Itoa(i), t0)
+	}
+	if len(l.keys) != maxLimiterKeys {
+		t.Fatalf("keys = %d, want %d", len(l.keys), maxLimiterKeys)
+	}
+	// Every key is in its window: arbitrary ones go, down to half, and the
+	// new keys are kept.
+	for i := range 3 {
+		key := fmt.Sprint("new", i)
+		if got := l.take(key, t0.Add(time.Second)); got != 0 {
+			t.Errorf("take(%q) on a full limit = %v, want 0", key, got)
+		}
+		if len(l.keys) > maxLimiterKeys/2+i+1 {
+			t.Fatalf("keys = %d after take(%q), want at most %d", len(l.keys), key, maxLimiterKeys/2+i+1)
+		}
+		if got := l.take(key, t0.Add(time.Second)); got == 0 {
+			t.Errorf("second take(%q) = 0, want a wait: the new key was not kept", key)
+		}
+	}
+	// Idle keys go first: refill to the cap after the window has passed
+	// for the old keys, and only those are dropped.
+	for i := len(l.keys); i < maxLimiterKeys; i++ {
+		l.take(fmt.Sprint("fresh", i), t0.Add(90*time.Second))
+	}
+	l.take("late", t0.Add(90*time.Second))
+	for key := range l.keys {
+		if !strings.HasPrefix(key, "fresh") && key != "late" {
+			t.Fatalf("key %q survived eviction although it was idle", key)
+		}
+	}
+}
+
+func TestRateLimitWindowEvictionAfterGiveBack(t *testing.T) {
+	// A login that succeeds takes a slot and gives it back; the key stays
+	// behind with no events. Eviction must cope with such keys.
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	l := newWindowLimit(5, time.Minute)
+	l.take("succeeded", t0)
+	l.giveBack("succeeded", t0)
+	for i := range maxLimiterKeys - 1 {
+		l.take(strconv.Itoa(i), t0)
+	}
+	func() {
+		defer func() {
+			if v := recover(); v != nil {
+				t.Errorf("take on a full limit with a given-back key panicked: %v", v)
+			}
+		}()
+		if got := l.take("new", t0.Add(time.Second)); got != 0 {
+			t.Errorf("take on a full limit = %v, want 0", got)
+		}
+	}()
+	if len(l.keys) > maxLimiterKeys {
+		t.Errorf("keys = %d, want at most %d", len(l.keys), maxLimiterKeys)
+	}
+}
+
+func TestRateLimitBucketEviction(t *testing.T) {
+	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := newTokenBucket(1, 1)
+	for i := range maxLimiterKeys {
+		b.take(strconv.Itoa(i), t0)
+	}
+	if len(b.keys) != maxLimiterKeys {
+		t.Fatalf("keys = %d, want %d", len(b.keys), maxLimiterKeys)
+	}
+	// Every bucket is still refilling: arbitrary ones go, down to half,
+	// and the new buckets are kept.
+	for i := range 3 {
+		key := fmt.Sprint("new", i)
+		if got := b.take(key, t0.Add(time.Millisecond)); got != 0 {
+			t.Errorf("take(%q) on a full limiter = %v, want 0", key, got)
+		}
+		if len(b.keys) > maxLimiterKeys/2+i+1 {
+			t.Fatalf("keys = %d after take(%q), want at most %d", len(b.keys), key, maxLimiterKeys/2+i+1)
+		}
+		if got := b.take(key, t0.Add(time.Millisecond)); got == 0 {
+			t.Errorf("second take(%q) = 0, want a wait: the new bucket was not kept", key)
+		}
+	}
+	// Refilled (idle) buckets go first.
+	for i := len(b.keys); i < maxLimiterKeys; i++ {
+		b.take(fmt.Sprint("fresh", i), t0.Add(1500*time.Millisecond))
+	}
+	b.take("late", t0.Add(1500*time.Millisecond))
+	for key := range b.keys {
+		if !strings.HasPrefix(key, "fresh") && key != "late" {
+			t.Fatalf("bucket %q survived eviction although it was full", key)
+		}
+	}
+}
+
+func TestRateLimitParseCountLimit(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want countLimit
+	}{
+		{"0", countLimit{}},
+		{"5/15m", countLimit{n: 5, window: 15 * time.Minute}},
+		{"20/1m", countLimit{n: 20, window: time.Minute}},
+		{"10/h", countLimit{n: 10, window: time.Hour}},
+		{"3/s", countLimit{n: 3, window: time.Second}},
+		{"7/m", countLimit{n: 7, window: time.Minute}},
+		{"2/1h30m", countLimit{n: 2, window: 90 * time.Minute}},
+		{"0/1m", countLimit{n: 0, window: time.Minute}},
+	} {
+		got, err := parseCountLimit(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("parseCountLimit(%q) = %+v, %v; want %+v, nil", tt.in, got, err, tt.want)
+		}
+	}
+	for _, in := range []string{"", "5", "/15m", "x/15m", "-1/15m", "5/", "5/15", "5/0s", "5/-1m", "5/d", " 5/15m", "5/15m/1", "1.5/s"} {
+		if got, err := parseCountLimit(in); err == nil {
+			t.Errorf("parseCountLimit(%q) = %+v, nil; want an error", in, got)
+		} else if want := "want a count per duration like 5/15m, or 0 for none"; err.Error() != want {
+			t.Errorf("parseCountLimit(%q) error = %q, want %q", in, err, want)
+		}
+	}
+}
+
+func TestRateLimitParseRate(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want float64
+	}{
+		{"0", 0},
+		{"0/s", 0},
+		{"20/s", 20},
+		{"600/1m", 10},
+		{"1/2s", 0.5},
+		{"36/h", 0.01},
+	} {
+		got, err := parseRate(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("parseRate(%q) = %v, %v; want %v, nil", tt.in, got, err, tt.want)
+		}
+	}
+	for _, in := range []string{"", "20", "fast", "20/0s", "-5/s", "20/week"} {
+		if got, err := parseRate(in); err == nil {
+			t.Errorf("parseRate(%q) = %v, nil; want an error", in, got)
+		}
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	tp, err := parseTrustedProxies("10.0.0.0/8, 127.0.0.1, ::1, fd00::/8")
+	if err != nil {
+		t.Fatalf("parseTrustedProxies: %v", err)
+	}
+	for _, tt := range []struct {
+		name    string
+		proxies trustedProxies
+		remote  string
+		xff     []string // one X-Forwarded-For header each
+		want    string
+	}{
+		{"no proxies trusted", nil, "10.0.0.1:4000", []string{"198.51.100.7"}, "10.0.0.1"},
+		{"untrusted peer", tp, "203.0.113.9:4000", []string{"198.51.100.7"}, "203.0.113.9"},
+		{"untrusted peer claiming a proxy", tp, "203.0.113.9:4000", []string{"198.51.100.7, 10.0.0.2"}, "203.0.113.9"},
+		{"trusted peer, no header", tp, "10.0.0.1:4000", nil, "10.0.0.1"},
+		{"trusted peer, empty header", tp, "10.0.0.1:4000", []string{""}, "10.0.0.1"},
+		{"trusted peer", tp, "10.0.0.1:4000", []string{"198.51.100.7"}, "198.51.100.7"},
+		{"spaces", tp, "10.0.0.1:4000", []string{"  198.51.100.7  "}, "198.51.100.7"},
+		{"right-most untrusted entry", tp, "10.0.0.1:4000", []string{"6.6.6.6, 198.51.100.7"}, "198.51.100.7"},
+		{"chain of trusted proxies", tp, "10.0.0.1:4000", []string{"6.6.6.6, 198.51.100.7, 10.0.0.3, 10.0.0.2"}, "198.51.100.7"},
+		{"client claims to be a proxy", tp, "10.0.0.1:4000", []string{"10.9.9.9, 198.51.100.7"}, "198.51.100.7"},
+		{"only proxies", tp, "10.0.0.1:4000", []string{"10.0.0.3, 10.0.0.2"}, "10.0.0.3"},
+		{"garbled right-most entry", tp, "10.0.0.1:4000", []string{"198.51.100.7, bogus"}, "10.0.0.1"},
+		{"garbled entry behind a proxy", tp, "10.0.0.1:4000", []string{"198.51.100.7, bogus, 10.0.0.3"}, "10.0.0.3"},
+		{"garbled entry left of the client", tp, "10.0.0.1:4000", []string{"bogus, 198.51.100.7"}, "198.51.100.7"},
+		{"entry with a port", tp, "10.0.0.1:4000", []string{"198.51.100.7:5555"}, "10.0.0.1"},
+		{"trailing comma", tp, "10.0.0.1:4000", []string{"198.51.100.7,"}, "10.0.0.1"},
+		{"IPv6 peer and client", tp, "[::1]:4000", []string{"2001:db8::7"}, "2001:db8::7"},
+		{"IPv6 chain", tp, "[fd00::1]:4000", []string{"2001:db8::7, fd00::2"}, "2001:db8::7"},
+		{"IPv6 client through an IPv4 proxy", tp, "127.0.0.1:4000", []string{"2001:db8::7"}, "2001:db8::7"},
+		{"untrusted IPv6 peer", tp, "[2001:db8::9]:4000", []string{"198.51.100.7"}, "2001:db8::9"},
+		{"IPv4-mapped trusted peer", tp, "[::ffff:10.0.0.1]:4000", []string{"198.51.100.7"}, "198.51.100.7"},
+		{"IPv4-mapped client", tp, "10.0.0.1:4000", []string{"::ffff:198.51.100.7"}, "198.51.100.7"},
+		{"IPv4-mapped proxy entry", tp, "10.0.0.1:4000", []string{"198.51.100.7, ::ffff:10.0.0.3"}, "198.51.100.7"},
+		{"multiple headers", tp, "10.0.0.1:4000", []string{"6.6.6.6, 198.51.100.7", "10.0.0.3"}, "198.51.100.7"},
+		{"multiple headers, last one wins", tp, "10.0.0.1:4000", []string{"198.51.100.7", "203.0.113.5"}, "203.0.113.5"},
+		{"peer without a port", tp, "10.0.0.1", []string{"198.51.100.7"}, "198.51.100.7"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			r.RemoteAddr = tt.remote
+			for _, v := range tt.xff {
+				r.Header.Add("X-Forwarded-For", v)
+			}
+			if got := tt.proxies.clientIP(r); got != tt.want {
+				t.Errorf("clientIP(%s, X-Forwarded-For %q) = %q, want %q", tt.remote, tt.xff, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestClientIPParseTrustedProxies(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{" , ", nil},
+		{"10.0.0.0/8", []string{"10.0.0.0/8"}},
+		{"10.1.2.3/8", []string{"10.0.0.0/8"}},
+		{" 192.168.1.7 , ::1,fd00::/8 ", []string{"192.168.1.7/32", "::1/128", "fd00::/8"}},
+	} {
+		tp, err := parseTrustedProxies(tt.in)
+		if err != nil {
+			t.Errorf("parseTrustedProxies(%q) error = %v", tt.in, err)
+			continue
+		}
+		var got []string
+		for _, p := range tp {
+			got = append(got, p.String())
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("parseTrustedProxies(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	for _, tt := range []struct{ in, want string }{
+		{"10.0.0", `"10.0.0" is not a CIDR such as 10.0.0.0/8`},
+		{"10.0.0.0/8, proxy.internal", `"proxy.internal" is not a CIDR such as 10.0.0.0/8`},
+		{"10.0.0.0/33", `"10.0.0.0/33" is not a CIDR such as 10.0.0.0/8`},
+	} {
+		if _, err := parseTrustedProxies(tt.in); err == nil || err.Error() != tt.want {
+			t.Errorf("parseTrustedProxies(%q) error = %v, want %q", tt.in, err, tt.want)
+		}
+	}
+	tp, _ := parseTrustedProxies("10.0.0.0/8")
+	if !tp.contains(netip.MustParseAddr("::ffff:10.1.1.1")) {
+		t.Errorf("10.0.0.0/8 does not contain ::ffff:10.1.1.1, want it to")
+	}
+}
