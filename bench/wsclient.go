@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha1"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -17,42 +16,51 @@ import (
 	"time"
 )
 
-// wsConn is a minimal client side of a WebSocket, enough to read what the
-// server sends. Ten thousand of them run in this process next to the
-// server under test, so reading a frame must cost little: no allocation per
-// frame and no per-message reader objects, which is where a general-purpose
-// client spends the CPU the server needs.
+// wsConn is a minimal client side of a WebSocket, enough for the handshake
+// and the hello. After the hello the subscriber takes the socket over and
+// the reader loops parse the server's frames from it with parseFrame (see
+// the package comment for why).
 type wsConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	buf  []byte // the last message; reused
 }
 
+// WebSocket opcodes (RFC 6455, section 5.2).
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xA
+)
+
+// maxFrame bounds a frame's payload, so a corrupt length fails at once
+// rather than leaving the reader waiting for gigabytes.
+const maxFrame = 1 << 24
+
 // errClosed is a close frame from the server.
 var errClosed = errors.New("close frame from the server")
 
-// dialWS opens a WebSocket (RFC 6455) to a ws:// or wss:// URL.
+// dialWS opens a WebSocket (RFC 6455) to a ws:// URL. There is no wss://:
+// the reader loops read the socket itself, below any TLS layer.
 func dialWS(ctx context.Context, wsURL, origin string) (*wsConn, error) {
 	u, err := url.Parse(wsURL)
 	if err != nil {
 		return nil, err
 	}
+	if u.Scheme != "ws" {
+		return nil, fmt.Errorf("%s: only ws:// URLs are supported", wsURL)
+	}
 	host := u.Host
 	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), map[string]string{"ws": "80", "wss": "443"}[u.Scheme])
+		host = net.JoinHostPort(u.Hostname(), "80")
 	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
 		return nil, err
-	}
-	if u.Scheme == "wss" {
-		tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname()})
-		if err := tc.HandshakeContext(ctx); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		conn = tc
 	}
 	if deadline, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(deadline)
@@ -94,6 +102,7 @@ func handshake(conn net.Conn, u *url.URL, origin string) (*wsConn, error) {
 
 // readMessage returns the next text or binary message; the slice is valid
 // until the next call. Pings are answered; a close frame ends the stream.
+// It reads the hello, before the subscriber takes the socket over.
 func (c *wsConn) readMessage() ([]byte, error) {
 	c.buf = c.buf[:0]
 	for {
@@ -120,7 +129,7 @@ func (c *wsConn) readMessage() ([]byte, error) {
 			}
 			n = binary.BigEndian.Uint64(ext[:])
 		}
-		if n > 1<<24 {
+		if n > maxFrame {
 			return nil, fmt.Errorf("frame of %d bytes", n)
 		}
 		start := len(c.buf)
@@ -129,16 +138,16 @@ func (c *wsConn) readMessage() ([]byte, error) {
 			return nil, err
 		}
 		switch op {
-		case 0x8:
+		case opClose:
 			return nil, errClosed
-		case 0x9:
+		case opPing:
 			payload := append([]byte(nil), c.buf[start:]...)
 			c.buf = c.buf[:start]
-			if err := c.writeFrame(0xA, payload); err != nil {
+			if err := c.writeFrame(opPong, payload); err != nil {
 				return nil, err
 			}
 			continue
-		case 0xA:
+		case opPong:
 			c.buf = c.buf[:start]
 			continue
 		}
@@ -148,23 +157,68 @@ func (c *wsConn) readMessage() ([]byte, error) {
 	}
 }
 
-// writeFrame sends one masked frame (clients must mask) of at most 125
-// bytes: a pong or a close.
+// writeFrame sends one short masked frame.
 func (c *wsConn) writeFrame(op byte, payload []byte) error {
+	_, err := c.conn.Write(maskedFrame(op, payload))
+	return err
+}
+
+// maskedFrame builds a final frame as a client must send it, masked, of at
+// most 125 bytes: a pong or a close.
+func maskedFrame(op byte, payload []byte) []byte {
 	var mask [4]byte
 	rand.Read(mask[:])
 	frame := append([]byte{0x80 | op, 0x80 | byte(len(payload))}, mask[:]...)
 	for i, b := range payload {
 		frame = append(frame, b^mask[i%4])
 	}
-	_, err := c.conn.Write(frame)
-	return err
+	return frame
 }
 
-// close sends a normal close frame and closes the connection; the deadline
-// bounds the write to a server that stopped reading.
-func (c *wsConn) close() {
-	c.conn.SetDeadline(time.Now().Add(2 * time.Second))
-	c.writeFrame(0x8, []byte{0x03, 0xE8})
-	c.conn.Close()
+// frame is one frame from the server.
+type frame struct {
+	op      byte
+	payload []byte // a part of parseFrame's input
+}
+
+// parseFrame parses the frame at the start of b and returns it and its
+// length in b, or a length of 0 when b holds only the start of a frame.
+// The server sends every message as one unmasked, final frame, so
+// fragmented messages are an error rather than something to reassemble.
+func parseFrame(b []byte) (frame, int, error) {
+	if len(b) < 2 {
+		return frame{}, 0, nil
+	}
+	fin, op := b[0]&0x80 != 0, b[0]&0x0f
+	if b[1]&0x80 != 0 {
+		return frame{}, 0, errors.New("masked frame from the server")
+	}
+	if !fin || op == opContinuation {
+		return frame{}, 0, errors.New("fragmented message from the server: not supported")
+	}
+	n, head := uint64(b[1]&0x7f), 2
+	switch n {
+	case 126:
+		if len(b) < 4 {
+			return frame{}, 0, nil
+		}
+		n, head = uint64(binary.BigEndian.Uint16(b[2:])), 4
+	case 127:
+		if len(b) < 10 {
+			return frame{}, 0, nil
+		}
+		n, head = binary.BigEndian.Uint64(b[2:]), 10
+	}
+	if n > maxFrame {
+		return frame{}, 0, fmt.Errorf("frame of %d bytes", n)
+	}
+	if op&0x8 != 0 && n > 125 {
+		// writeFrame echoes a ping's payload in one short frame.
+		return frame{}, 0, fmt.Errorf("control frame of %d bytes", n)
+	}
+	end := head + int(n)
+	if len(b) < end {
+		return frame{}, 0, nil
+	}
+	return frame{op: op, payload: b[head:end]}, end, nil
 }
