@@ -37,6 +37,54 @@ const schemaLockID = 0x696e63
 type store struct {
 	db      *sql.DB
 	timeout time.Duration
+	stmts   *stmtCache
+}
+
+// stmtCache holds the hot statements prepared, by their text. A prepared
+// statement skips parsing and planning after its first use on a connection,
+// and lib/pq sends it in one round trip instead of two; on the path every
+// report takes, that is most of PostgreSQL's work. They are prepared when
+// the store opens: preparing later, inside a transaction, would take a
+// second connection from a pool that busy transactions may have emptied.
+type stmtCache struct {
+	stmts map[string]*sql.Stmt
+}
+
+// hotStatements are the statements the cache holds.
+var hotStatements = []string{reportSQL, appendEventSQL, eventsSQL(eventsAfterWhere), eventsSQL(incidentEventsWhere)}
+
+func prepareHot(ctx context.Context, db *sql.DB) (*stmtCache, error) {
+	c := &stmtCache{stmts: map[string]*sql.Stmt{}}
+	for _, q := range hotStatements {
+		stmt, err := db.PrepareContext(ctx, q)
+		for attempt := 0; isDeadlock(err) && attempt < 5; attempt++ {
+			// Another replica starting at the same moment is altering the
+			// tables this statement reads; PostgreSQL broke the tie here.
+			stmt, err = db.PrepareContext(ctx, q)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("prepare statement: %w", err)
+		}
+		c.stmts[q] = stmt
+	}
+	return c, nil
+}
+
+func isDeadlock(err error) bool {
+	var pqErr *pq.Error
+	return errors.As(err, &pqErr) && pqErr.Code == "40P01"
+}
+
+// prepared returns one of hotStatements, inside tx when tx is not nil.
+func (st *store) prepared(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+	stmt, ok := st.stmts.stmts[query]
+	if !ok {
+		return nil, errors.New("statement is not in hotStatements")
+	}
+	if tx != nil {
+		return tx.StmtContext(ctx, stmt), nil
+	}
+	return stmt, nil
 }
 
 // openStore connects to the database and applies the schema.
@@ -55,19 +103,30 @@ func openStore(ctx context.Context, databaseURL string, timeout time.Duration) (
 		db.Close()
 		return nil, err
 	}
+	if st.stmts, err = prepareHot(ctx, db); err != nil {
+		db.Close()
+		return nil, st.mapErr(err)
+	}
 	return st, nil
 }
 
 // withOwnPool returns the same store on a separate pool of n connections,
 // for work that must not queue behind requests for a connection.
-func (st *store) withOwnPool(dsn string, n int) (*store, error) {
+func (st *store) withOwnPool(ctx context.Context, dsn string, n int) (*store, error) {
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
-	return &store{db: db, timeout: st.timeout}, nil
+	ctx, cancel := context.WithTimeout(ctx, st.timeout)
+	defer cancel()
+	stmts, err := prepareHot(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &store{db: db, timeout: st.timeout, stmts: stmts}, nil
 }
 
 // Close closes the connection pool.
@@ -280,19 +339,11 @@ func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindo
 			}
 		}
 		var inserted bool
-		inc, err = scanIncident(tx.QueryRowContext(ctx, `WITH reported AS (
-			INSERT INTO incidents (title, description, severity, status, created_at, updated_at, last_occurred_at, dedup_key, labels)
-			VALUES ($1, $2, $3, 'open', $4, $4, $4, $5, $6)
-			ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status <> 'resolved' DO UPDATE SET
-				occurrences = incidents.occurrences + 1,
-				last_occurred_at = EXCLUDED.last_occurred_at,
-				severity = CASE WHEN severity_rank(EXCLUDED.severity) > severity_rank(incidents.severity)
-					THEN EXCLUDED.severity ELSE incidents.severity END,
-				updated_at = EXCLUDED.updated_at,
-				version = incidents.version + 1
-			RETURNING *, xmax = 0 AS inserted)
-			`+incidentSelect("reported", "i.inserted"),
-			in.Title, in.Description, in.Severity, now, dedupKey, labels), &inserted)
+		insert, err := st.prepared(ctx, tx, reportSQL)
+		if err != nil {
+			return err
+		}
+		inc, err = scanIncident(insert.QueryRowContext(ctx, in.Title, in.Description, in.Severity, now, dedupKey, labels), &inserted)
 		if err != nil {
 			return fmt.Errorf("report incident: %w", err)
 		}
@@ -301,7 +352,7 @@ func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindo
 		if !inserted {
 			outcome, eventType = reportExisting, "occurred"
 		}
-		return appendEvent(ctx, tx, eventType, inc, in.By, nil, now)
+		return st.appendEvent(ctx, tx, eventType, inc, in.By, nil, now)
 	}
 	// A reopen can race a concurrent report that created a new incident for
 	// the key; the unique index refuses the second unresolved incident and
@@ -313,6 +364,21 @@ func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindo
 		}
 	}
 }
+
+// reportSQL inserts a report, or counts it on the unresolved incident with
+// its dedup key; i.inserted tells which.
+var reportSQL = `WITH reported AS (
+			INSERT INTO incidents (title, description, severity, status, created_at, updated_at, last_occurred_at, dedup_key, labels)
+			VALUES ($1, $2, $3, 'open', $4, $4, $4, $5, $6)
+			ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status <> 'resolved' DO UPDATE SET
+				occurrences = incidents.occurrences + 1,
+				last_occurred_at = EXCLUDED.last_occurred_at,
+				severity = CASE WHEN severity_rank(EXCLUDED.severity) > severity_rank(incidents.severity)
+					THEN EXCLUDED.severity ELSE incidents.severity END,
+				updated_at = EXCLUDED.updated_at,
+				version = incidents.version + 1
+			RETURNING *, xmax = 0 AS inserted)
+			` + incidentSelect("reported", "i.inserted")
 
 // reopenFlapping reopens the incident with in's dedup key that was resolved
 // after resolvedSince, if there is one and no unresolved incident has the
@@ -410,7 +476,7 @@ func (st *store) applyTransition(ctx context.Context, tx *sql.Tx, id int64, a ac
 		}
 		noteID = &n.ID
 	}
-	return inc, appendEvent(ctx, tx, a.event, inc, by, noteID, now)
+	return inc, st.appendEvent(ctx, tx, a.event, inc, by, noteID, now)
 }
 
 // note is a responder's note on an incident.
@@ -449,7 +515,7 @@ func (st *store) AddNote(ctx context.Context, incidentID int64, body string, by 
 		if n, err = insertNote(ctx, tx, incidentID, body, by.UserID, now); err != nil {
 			return err
 		}
-		return appendEvent(ctx, tx, "noted", inc, by, &n.ID, now)
+		return st.appendEvent(ctx, tx, "noted", inc, by, &n.ID, now)
 	})
 	return n, err
 }
@@ -496,14 +562,20 @@ func (st *store) incidentExists(ctx context.Context, id int64) error {
 	return st.mapErr(err)
 }
 
+const appendEventSQL = `INSERT INTO incident_events (incident_id, type, actor_id, api_key_id, created_at, data, note_id)
+	VALUES ($1, $2, $3, $4, $5, $6, $7)`
+
 // appendEvent records a change to inc, with inc as it is after the change.
-func appendEvent(ctx context.Context, tx *sql.Tx, eventType string, inc incident, by actorRef, noteID *int64, now time.Time) error {
+func (st *store) appendEvent(ctx context.Context, tx *sql.Tx, eventType string, inc incident, by actorRef, noteID *int64, now time.Time) error {
 	data, err := json.Marshal(inc)
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO incident_events (incident_id, type, actor_id, api_key_id, created_at, data, note_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, inc.ID, eventType, by.UserID, by.KeyID, now, data, noteID)
+	insert, err := st.prepared(ctx, tx, appendEventSQL)
+	if err != nil {
+		return err
+	}
+	_, err = insert.ExecContext(ctx, inc.ID, eventType, by.UserID, by.KeyID, now, data, noteID)
 	if err != nil {
 		return fmt.Errorf("append %s event: %w", eventType, err)
 	}
@@ -691,7 +763,7 @@ func (st *store) EventsAfter(ctx context.Context, after, upTo int64, limit int) 
 	if upTo <= 0 {
 		upTo = 1<<63 - 1
 	}
-	return st.events(ctx, `e.id > $1 AND e.id <= $2`, limit, after, upTo)
+	return st.events(ctx, eventsAfterWhere, limit, after, upTo)
 }
 
 // IncidentEvents returns up to limit events of incident id after seq
@@ -700,25 +772,40 @@ func (st *store) IncidentEvents(ctx context.Context, incidentID, after int64, li
 	if err := st.incidentExists(ctx, incidentID); err != nil {
 		return nil, false, err
 	}
-	events, err := st.events(ctx, `e.incident_id = $1::bigint AND e.id > $2`, limit+1, incidentID, after)
+	events, err := st.events(ctx, incidentEventsWhere, limit+1, incidentID, after)
 	if len(events) > limit {
 		return events[:limit], true, err
 	}
 	return events, false, err
 }
 
-// events reads events matching where ($1 and $2 are args) in order.
-func (st *store) events(ctx context.Context, where string, limit int, args ...any) ([]storedEvent, error) {
-	ctx, cancel := st.withTimeout(ctx)
-	defer cancel()
-	rows, err := st.db.QueryContext(ctx, `SELECT e.id, e.incident_id, e.type, actor.username, actor_key.name, e.created_at, e.data,
+// The two event queries: the stream's range, and an incident's timeline.
+const (
+	eventsAfterWhere    = `e.id > $1 AND e.id <= $2`
+	incidentEventsWhere = `e.incident_id = $1::bigint AND e.id > $2`
+)
+
+// eventsSQL reads events matching where ($1 and $2), in order, up to $3.
+func eventsSQL(where string) string {
+	return `SELECT e.id, e.incident_id, e.type, actor.username, actor_key.name, e.created_at, e.data,
 			n.id, n.body, author.username, n.created_at
 		FROM incident_events e
 		LEFT JOIN users actor ON actor.id = e.actor_id
 		LEFT JOIN api_keys actor_key ON actor_key.id = e.api_key_id
 		LEFT JOIN incident_notes n ON n.id = e.note_id
 		LEFT JOIN users author ON author.id = n.author_id
-		WHERE `+where+` ORDER BY e.id LIMIT `+strconv.Itoa(limit), args...)
+		WHERE ` + where + ` ORDER BY e.id LIMIT $3`
+}
+
+// events reads events matching where, one of the two above.
+func (st *store) events(ctx context.Context, where string, limit int, args ...any) ([]storedEvent, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	query, err := st.prepared(ctx, nil, eventsSQL(where))
+	if err != nil {
+		return nil, err
+	}
+	rows, err := query.QueryContext(ctx, append(args, limit)...)
 	if err != nil {
 		return nil, st.mapErr(err)
 	}

@@ -58,7 +58,7 @@ func (f *eventFeed) start(ctx context.Context) error {
 func (f *eventFeed) run(ctx context.Context) {
 	// The feed reads on its own connection so that a burst of requests
 	// holding the shared pool cannot delay delivery to every subscriber.
-	if own, err := f.store.withOwnPool(f.dsn, 1); err == nil {
+	if own, err := f.store.withOwnPool(ctx, f.dsn, 1); err == nil {
 		defer own.Close()
 		f.store = own
 	}

@@ -506,7 +506,7 @@ func TestStreamSeam(t *testing.T) {
 		defer close(writerDone)
 		for ctx.Err() == nil {
 			ts.st.inTx(ctx, func(tx *sql.Tx) error {
-				return appendEvent(ctx, tx, "added", inc, actorRef{}, nil, time.Now())
+				return ts.st.appendEvent(ctx, tx, "added", inc, actorRef{}, nil, time.Now())
 			})
 		}
 	}()
@@ -654,7 +654,7 @@ func TestStalledSubscriberDoesNotDelayOthers(t *testing.T) {
 		waitFor(t, "the healthy subscriber to keep up", func() bool { return delivered.Load() >= int64(sent-batch) })
 		if err := ts.st.inTx(context.Background(), func(tx *sql.Tx) error {
 			for range batch {
-				if err := appendEvent(context.Background(), tx, "added", inc, actorRef{}, nil, time.Now()); err != nil {
+				if err := ts.st.appendEvent(context.Background(), tx, "added", inc, actorRef{}, nil, time.Now()); err != nil {
 					return err
 				}
 			}
