@@ -575,18 +575,21 @@ func wsCloseFrame(code int, reason string) []byte {
 	return wsFrame(wsOpClose, append(payload, reason...))
 }
 
-// writeWS writes whole frames with a deadline, then clears the deadline:
-// the library's pong replies share the connection and would fail on an
-// expired one.
+// writeWS writes one frame with a deadline.
 func writeWS(conn net.Conn, frame []byte, timeout time.Duration) error {
 	return writeWSBuffers(conn, net.Buffers{frame}, timeout)
 }
 
-// writeWSBuffers writes with a deadline. The deadline is left set, not
-// cleared: every write sets its own, and clearing costs a timer operation
-// per frame times every subscriber.
+// writeWSBuffers writes whole frames with a deadline, then clears it: the
+// library's pong replies to client pings share the connection, from the
+// reading goroutine, and would fail on an expired one.
 func writeWSBuffers(conn net.Conn, frames net.Buffers, timeout time.Duration) error {
 	conn.SetWriteDeadline(time.Now().Add(timeout))
+	defer conn.SetWriteDeadline(time.Time{})
+	if len(frames) == 1 {
+		_, err := conn.Write(frames[0]) // write(2); a one-element writev costs more
+		return err
+	}
 	_, err := frames.WriteTo(conn)
 	return err
 }

@@ -777,3 +777,18 @@ func TestStreamShutdown(t *testing.T) {
 		t.Fatal("run did not return after shutdown with subscribers")
 	}
 }
+
+// The library answers client pings on the connection our writes set a
+// deadline on; an idle subscriber's pong must not fail on an old deadline.
+func TestWSPongAfterIdle(t *testing.T) {
+	ts := newTestServer(t)
+	ts.srv.hub.writeTimeout = 100 * time.Millisecond
+	ts.srv.pingInterval = time.Hour
+	c, _ := mustDial(t, ts, "/api/v1/ws")
+	time.Sleep(300 * time.Millisecond) // past the hello's write deadline
+	c.writeFrame(wsOpPing, []byte("still there?"))
+	op, payload, err := c.readFrame(5 * time.Second)
+	if err != nil || op != 0xA || string(payload) != "still there?" {
+		t.Fatalf("got opcode %d %q (%v), want the pong", op, payload, err)
+	}
+}
