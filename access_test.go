@@ -584,6 +584,10 @@ func TestPrivateStream(t *testing.T) {
 			if path == "/api/v1/ws" {
 				check("token", 101, "", bearer(tm.tokens["viewer"])...)
 				check("read key", 101, "", bearer(readKey)...)
+			} else {
+				// openSSE fails the test unless the stream opens.
+				openSSE(t, tm.testServer, path, bearer(tm.tokens["viewer"])...)
+				openSSE(t, tm.testServer, path, bearer(readKey)...)
 			}
 
 			ticket := func(headers []string) string {
@@ -752,5 +756,34 @@ func TestRolesUpgrade(t *testing.T) {
 	st.db.QueryRow(`SELECT string_agg(username, ',') FROM users WHERE role = 'admin'`).Scan(&admin)
 	if admin != "old1" {
 		t.Errorf("admins after upgrade = %q, want old1", admin)
+	}
+}
+
+func TestSecurityHeaders(t *testing.T) {
+	ts := newTestServer(t)
+	tok := ts.register(t, "alice", "password-1")
+	for _, c := range []struct {
+		method, path, body string
+		headers            []string
+		noStore            bool
+	}{
+		{"GET", "/healthz", "", nil, false},
+		{"GET", "/docs", "", nil, false},
+		{"GET", "/nope", "", nil, false},
+		{"POST", "/api/v1/incidents", `{}`, nil, false},
+		{"GET", "/api/v1/users", "", nil, false},
+		{"POST", "/api/v1/login", `{"username":"alice","password":"password-1"}`, nil, true},
+		{"GET", "/api/v1/me", "", bearer(tok), true},
+		{"GET", "/api/v1/api-keys", "", bearer(tok), true},
+		{"POST", "/api/v1/stream-tickets", "", bearer(tok), true},
+	} {
+		r := ts.request(t, c.method, c.path, c.body, c.headers...)
+		if r.header.Get("X-Content-Type-Options") != "nosniff" || r.header.Get("Referrer-Policy") != "no-referrer" {
+			t.Errorf("%s %s (%d): X-Content-Type-Options %q, Referrer-Policy %q", c.method, c.path, r.status,
+				r.header.Get("X-Content-Type-Options"), r.header.Get("Referrer-Policy"))
+		}
+		if c.noStore && r.header.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s %s: Cache-Control %q, want no-store", c.method, c.path, r.header.Get("Cache-Control"))
+		}
 	}
 }

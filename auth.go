@@ -311,6 +311,7 @@ func readLogin(w http.ResponseWriter, r *http.Request) (loginRequest, error) {
 // handleMe handles GET /api/v1/me.
 func (s *server) handleMe(w http.ResponseWriter, r *http.Request) error {
 	u := principalOf(r).user
+	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, map[string]any{"id": u.ID, "username": u.Username, "created_at": u.CreatedAt, "role": u.Role})
 }
 
