@@ -557,23 +557,9 @@ func TestPrivateStream(t *testing.T) {
 
 	for _, path := range []string{"/api/v1/ws", "/api/v1/events"} {
 		t.Run(path, func(t *testing.T) {
-			status := func(headers ...string) (int, string) {
-				if path == "/api/v1/ws" {
-					c, resp := dialRaw(t, tm.testServer, path, headers...)
-					if c != nil {
-						return resp.StatusCode, ""
-					}
-					defer resp.Body.Close()
-					var buf bytes.Buffer
-					buf.ReadFrom(resp.Body)
-					return resp.StatusCode, buf.String()
-				}
-				r := tm.request(t, "GET", path+"?since=999999999", "", headers...)
-				return r.status, string(r.body)
-			}
 			check := func(what string, wantStatus int, wantBody string, headers ...string) {
 				t.Helper()
-				got, body := status(headers...)
+				got, body := refusal(t, tm, path, "", headers...)
 				if got != wantStatus || !strings.Contains(body, wantBody) {
 					t.Errorf("%s: %d %s, want %d %s", what, got, body, wantStatus, wantBody)
 				}
@@ -619,28 +605,33 @@ func TestPrivateStream(t *testing.T) {
 					t.Errorf("second SSE event = %+v, %v", ev, ok)
 				}
 			}
-			got, body := statusWithTicket(t, tm, path, tk)
+			got, body := refusal(t, tm, path, "ticket="+tk)
 			if got != 401 || !strings.Contains(body, "Invalid or expired stream ticket") {
 				t.Errorf("reused ticket: %d %s", got, body)
 			}
 			expiring := ticket(bearer(readKey))
 			tm.clock.Advance(31 * time.Second)
-			if got, body := statusWithTicket(t, tm, path, expiring); got != 401 || !strings.Contains(body, "Invalid or expired stream ticket") {
+			if got, body := refusal(t, tm, path, "ticket="+expiring); got != 401 || !strings.Contains(body, "Invalid or expired stream ticket") {
 				t.Errorf("expired ticket: %d %s", got, body)
 			}
-			if got, _ := statusWithTicket(t, tm, path, "made-up"); got != 401 {
+			if got, _ := refusal(t, tm, path, "ticket=made-up"); got != 401 {
 				t.Errorf("made-up ticket: %d", got)
 			}
 		})
 	}
 }
 
-// statusWithTicket opens path with ?ticket= and returns the status and
-// body of a refusal (101 or 200 when it is let in).
-func statusWithTicket(t *testing.T, tm *team, path, ticket string) (int, string) {
+// refusal opens the stream at path with query and headers and returns the
+// status and body of a refusal; a WebSocket let in is 101. Only for
+// requests expected to be refused or upgraded: an SSE stream let in would
+// not end.
+func refusal(t *testing.T, tm *team, path, query string, headers ...string) (int, string) {
 	t.Helper()
 	if path == "/api/v1/ws" {
-		c, resp := dialRaw(t, tm.testServer, path+"?ticket="+ticket)
+		if query != "" {
+			path += "?" + query
+		}
+		c, resp := dialRaw(t, tm.testServer, path, headers...)
 		if c != nil {
 			return resp.StatusCode, ""
 		}
@@ -649,7 +640,7 @@ func statusWithTicket(t *testing.T, tm *team, path, ticket string) (int, string)
 		buf.ReadFrom(resp.Body)
 		return resp.StatusCode, buf.String()
 	}
-	r := tm.request(t, "GET", path+"?since=999999999&ticket="+ticket, "")
+	r := tm.request(t, "GET", path+"?since=999999999&"+query, "", headers...)
 	return r.status, string(r.body)
 }
 
