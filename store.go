@@ -136,6 +136,17 @@ func (st *store) Close() error { return st.db.Close() }
 func (st *store) migrate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	err := st.applySchema(ctx)
+	for attempt := 0; isDeadlock(err) && attempt < 5; attempt++ {
+		// The schema's ALTERs lock tables that queries of a replica already
+		// running (or just started) read in another order; PostgreSQL broke
+		// the tie against us, and nothing was applied.
+		err = st.applySchema(ctx)
+	}
+	return err
+}
+
+func (st *store) applySchema(ctx context.Context) error {
 	return st.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, schemaLockID); err != nil {
 			return fmt.Errorf("lock schema: %w", err)
