@@ -117,8 +117,11 @@ func (s *server) authorize(r *http.Request, a access) (*http.Request, error) {
 		return nil, err
 	case a.signedIn && p.key != nil:
 		return nil, &httpError{status: http.StatusForbidden, detail: "Insufficient permissions: sign in; API keys cannot be used here"}
-	case a.need != "" && !p.can(a.need) && !(a.anonymous != nil && a.anonymous(s.cfg)):
-		// Credentials never give less than no credentials would.
+	case a.need != "" && !p.can(a.need) && a.anonymous != nil && a.anonymous(s.cfg):
+		// Credentials never give less than none would, nor more than their
+		// scope: the caller goes on as anonymous.
+		return r, nil
+	case a.need != "" && !p.can(a.need):
 		return nil, errForbidden
 	}
 	return r.WithContext(context.WithValue(r.Context(), principalKey{}, p)), nil
@@ -258,6 +261,28 @@ func (s *server) redeemTicket(r *http.Request) (principal, error) {
 		return principal{}, errAccountDisabled
 	}
 	return principal{user: &u}, nil
+}
+
+// stillAllowed tells whether the credentials a stream opened with still
+// work: the key not revoked or expired, the user enabled, and a token not
+// ended by a password change. When the database cannot tell, the stream
+// stays: the next change is re-checked again.
+func (s *server) stillAllowed(p principal) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), s.store.timeout)
+	defer cancel()
+	if p.key != nil {
+		k, u, err := s.store.APIKeyByID(ctx, p.key.ID)
+		if err != nil {
+			return !errors.Is(err, errNotFound)
+		}
+		_, err = s.keyPrincipal(k, u)
+		return err == nil
+	}
+	u, err := s.store.UserByID(ctx, p.user.ID)
+	if err != nil {
+		return !errors.Is(err, errNotFound)
+	}
+	return !u.Disabled && u.TokenVersion == p.user.TokenVersion
 }
 
 // newSecret returns prefix + 32 random bytes in base64url: an API key or a

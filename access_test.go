@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -694,7 +695,7 @@ func TestAuditLog(t *testing.T) {
 		"login.succeeded responder1 responder1 " + ip + " map[]",
 		"user.created root viewer1 " + ip + " map[role:viewer]",
 		"login.succeeded viewer1 viewer1 " + ip + " map[]",
-		"login.failed viewer1 viewer1 " + ip + " map[reason:bad_credentials username:viewer1]",
+		"login.failed - viewer1 " + ip + " map[reason:bad_credentials username:viewer1]",
 		"login.failed - ghost " + ip + " map[reason:bad_credentials username:ghost]",
 		fmt.Sprintf("api_key.created responder1 api_key:%d %s map[name:bot scopes:[incidents:read]]", keyID, ip),
 		fmt.Sprintf("api_key.revoked responder1 api_key:%d %s map[name:bot]", keyID, ip),
@@ -775,6 +776,201 @@ func TestSecurityHeaders(t *testing.T) {
 		}
 		if c.noStore && r.header.Get("Cache-Control") != "no-store" {
 			t.Errorf("%s %s: Cache-Control %q, want no-store", c.method, c.path, r.header.Get("Cache-Control"))
+		}
+	}
+}
+
+// Streams opened with credentials end when those credentials stop working,
+// on every replica: the change is announced through PostgreSQL.
+func TestOpenStreamsEndWhenAccessIsRevoked(t *testing.T) {
+	tm := newTeam(t, func(c *config) { c.publicRead = false })
+	// A second replica on the same database holds some of the streams.
+	cfg := testConfig()
+	cfg.publicRead = false
+	cfg.databaseURL = tm.srv.cfg.databaseURL
+	other := newTestServerOn(t, tm.st, cfg)
+	other.startStream(t)
+
+	viewer := bearer(tm.tokens["viewer"])
+	_, key := tm.newKey(t, tm.tokens["viewer"], "wall", "incidents:read")
+	_, keptKey := tm.newKey(t, tm.tokens["viewer"], "kept", "incidents:read")
+	byToken, _ := mustDial(t, tm.testServer, "/api/v1/ws", viewer...)
+	byKey, _ := mustDial(t, other, "/api/v1/ws", bearer(key)...)
+	byKeptKey, _ := mustDial(t, other, "/api/v1/ws", bearer(keptKey)...)
+	sse := openSSE(t, other, "/api/v1/events", viewer...)
+	if ev, ok := sse.next(t); !ok || ev.event != "hello" {
+		t.Fatalf("SSE hello = %+v", ev)
+	}
+	admin, _ := mustDial(t, tm.testServer, "/api/v1/ws", bearer(tm.tokens["admin"])...)
+
+	// A password change ends the token's streams, not the keys'.
+	tm.request(t, "PATCH", "/api/v1/me/password", `{"current_password":"password-viewer","new_password":"password-viewer-2"}`, viewer...).mustStatus(t, "password", 200)
+	expectRevoked(t, byToken)
+	if ev, ok := sse.next(t); !ok || ev.event != "close" || !strings.Contains(ev.data, "access revoked") {
+		t.Errorf("SSE after the password change: %+v, %v", ev, ok)
+	}
+
+	// Revoking a key ends that key's streams only.
+	fresh := tm.login(t, "viewer1", "password-viewer-2")
+	var keys []apiKey
+	tm.request(t, "GET", "/api/v1/api-keys", "", bearer(fresh)...).mustStatus(t, "keys", 200).json(t, &keys)
+	for _, k := range keys {
+		if k.Name == "wall" {
+			tm.request(t, "DELETE", fmt.Sprintf("/api/v1/api-keys/%d", k.ID), "", bearer(fresh)...).mustStatus(t, "revoke", 204)
+		}
+	}
+	expectRevoked(t, byKey)
+
+	// Disabling the user ends the rest; the admin's stream goes on.
+	tm.request(t, "PATCH", fmt.Sprintf("/api/v1/users/%d", tm.ids["viewer"]), `{"disabled":true}`, bearer(tm.tokens["admin"])...).mustStatus(t, "disable", 200)
+	expectRevoked(t, byKeptKey)
+	inc := tm.report(t, "after the purge")
+	got := admin.readMessage(t)
+	var data incident
+	json.Unmarshal(got.Data, &data)
+	if got.Type != "added" || data.ID != inc.ID {
+		t.Errorf("admin's stream got %+v", got)
+	}
+
+	// Enabling again does not bring back the tokens from before.
+	tm.request(t, "PATCH", fmt.Sprintf("/api/v1/users/%d", tm.ids["viewer"]), `{"disabled":false}`, bearer(tm.tokens["admin"])...).mustStatus(t, "enable", 200)
+	if r := tm.request(t, "GET", "/api/v1/me", "", bearer(fresh)...); r.status != 401 || r.detail(t) != "Token revoked; log in again" {
+		t.Errorf("token from before the disable: %d %s", r.status, r.body)
+	}
+}
+
+// expectRevoked reads until the server closes the WebSocket for revoked
+// access.
+func expectRevoked(t *testing.T, c *rawWS) {
+	t.Helper()
+	for {
+		op, payload, err := c.readFrame(10 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for the close: %v", err)
+		}
+		if op == wsOpClose {
+			if code := closeCode(payload); code != closePolicy || !strings.Contains(string(payload), "access revoked") {
+				t.Errorf("close %d %q, want 1008 access revoked", code, payload[2:])
+			}
+			return
+		}
+		if op == wsOpText {
+			t.Errorf("got an event after the revocation: %s", payload)
+		}
+	}
+}
+
+func TestTicketEndsWithPasswordChange(t *testing.T) {
+	tm := newTeam(t, func(c *config) { c.publicRead = false })
+	var out struct {
+		Ticket string `json:"ticket"`
+	}
+	tm.request(t, "POST", "/api/v1/stream-tickets", "", bearer(tm.tokens["viewer"])...).mustStatus(t, "ticket", 201).json(t, &out)
+	tm.request(t, "PATCH", "/api/v1/me/password", `{"current_password":"password-viewer","new_password":"password-viewer-2"}`,
+		bearer(tm.tokens["viewer"])...).mustStatus(t, "password", 200)
+	if got, body := refusal(t, tm, "/api/v1/ws", "ticket="+out.Ticket); got != 401 {
+		t.Errorf("ticket from before the password change: %d %s", got, body)
+	}
+}
+
+func TestAPIKeyLimitUnderConcurrency(t *testing.T) {
+	tm := newTeam(t)
+	tok := tm.tokens["viewer"]
+	for i := range maxAPIKeys - 2 {
+		if _, err := tm.st.db.Exec(`INSERT INTO api_keys (user_id, name, key_hash, scopes) VALUES ($1, $2, $3, '{incidents:read}')`,
+			tm.ids["viewer"], fmt.Sprint("k", i), []byte(fmt.Sprint("hash", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	statuses := make(chan int, 20)
+	for range 20 {
+		wg.Go(func() {
+			statuses <- tm.request(t, "POST", "/api/v1/api-keys", `{"name":"x","scopes":["incidents:read"]}`, bearer(tok)...).status
+		})
+	}
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if count[201] != 2 || count[409] != 18 {
+		t.Errorf("statuses = %v, want 2 × 201 and 18 × 409", count)
+	}
+	var active int
+	tm.st.db.QueryRow(`SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL`, tm.ids["viewer"]).Scan(&active)
+	if active != maxAPIKeys {
+		t.Errorf("%d active keys, want %d", active, maxAPIKeys)
+	}
+}
+
+// Bad bytes in a query string or a form are a 422, never a 500.
+func TestBadTextIsRefused(t *testing.T) {
+	tm := newTeam(t)
+	admin := bearer(tm.tokens["admin"])
+	for _, path := range []string{"/api/v1/incidents?q=%ff", "/api/v1/incidents?dedup_key=%00", "/api/v1/audit?actor=%ff", "/api/v1/audit?action=a%00"} {
+		r := tm.request(t, "GET", path, "", admin...).mustStatus(t, path, 422)
+		if !strings.Contains(string(r.body), "UTF-8 without NUL characters") {
+			t.Errorf("%s: %s", path, r.body)
+		}
+	}
+	req, _ := http.NewRequest("POST", tm.URL+"/api/v1/login", strings.NewReader("username=%ff&password=x"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 422 {
+		t.Errorf("form login with invalid UTF-8: %d, want 422", resp.StatusCode)
+	}
+	// Ids past the int4 range page like any other.
+	tm.request(t, "GET", "/api/v1/users?after=9999999999", "", admin...).mustStatus(t, "users after a big id", 200)
+	tm.request(t, "GET", "/api/v1/audit?before=9999999999", "", admin...).mustStatus(t, "audit before a big id", 200)
+}
+
+// A login with a name longer than any account's costs the same as another
+// failure and keeps at most the longest possible name.
+func TestLongLoginName(t *testing.T) {
+	tm := newTeam(t)
+	long := strings.Repeat("a", 100_000)
+	tm.request(t, "POST", "/api/v1/login", fmt.Sprintf(`{"username":%q,"password":"whatever1"}`, long)).mustStatus(t, "long name", 401)
+	var target string
+	var size int
+	tm.st.db.QueryRow(`SELECT target, length(details::text) FROM audit_log WHERE action = 'login.failed'`).Scan(&target, &size)
+	if target != long[:maxUsernameLen] || size > 200 {
+		t.Errorf("audit target %d chars, details %d chars; want the name cut to %d", len(target), size, maxUsernameLen)
+	}
+	for key := range tm.srv.limits.loginUser.keys {
+		if len(key) > maxUsernameLen {
+			t.Errorf("the limiter keeps a %d-character key", len(key))
+		}
+	}
+}
+
+// A key without incidents:write reports as anyone would where reporting is
+// public: not attributed to the key, and on the anonymous bucket.
+func TestKeyWithoutScopeOnPublicRoute(t *testing.T) {
+	tm := newTeam(t)
+	_, readKey := tm.newKey(t, tm.tokens["viewer"], "reader", "incidents:read")
+	var inc incident
+	tm.request(t, "POST", "/api/v1/incidents", `{"title":"t","description":"d","severity":"low"}`, bearer(readKey)...).mustStatus(t, "report", 201).json(t, &inc)
+	var timeline []eventView
+	tm.request(t, "GET", fmt.Sprintf("/api/v1/incidents/%d/events", inc.ID), "").mustStatus(t, "timeline", 200).json(t, &timeline)
+	if len(timeline) != 1 || timeline[0].Actor != nil {
+		t.Errorf("timeline = %+v, want one anonymous added event", timeline)
+	}
+}
+
+func TestClosedRegistrationRefusesBeforeHashing(t *testing.T) {
+	ts := newTestServer(t, func(c *config) { c.registrationOpen = false })
+	ts.register(t, "founder", "password-1")
+	// Far above the per-IP registration limit: refusals cost no slot.
+	for i := range 15 {
+		r := ts.request(t, "POST", "/api/v1/register", fmt.Sprintf(`{"username":"user%d","password":"password-2"}`, i))
+		if r.status != 403 {
+			t.Fatalf("attempt %d: %d %s, want 403", i, r.status, r.body)
 		}
 	}
 }

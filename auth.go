@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/argon2"
@@ -161,6 +162,8 @@ func (s *server) issueToken(u user) (string, error) {
 
 var usernamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
+const maxUsernameLen = 50
+
 // registerRequest is the body of POST /api/v1/register.
 type registerRequest struct {
 	Username jsonString `json:"username"`
@@ -169,7 +172,7 @@ type registerRequest struct {
 
 func (in registerRequest) validate() []fieldError {
 	var problems []fieldError
-	problems = stringRule{required: true, min: 3, max: 50, pattern: usernamePattern}.check(problems, []string{"body", "username"}, in.Username)
+	problems = stringRule{required: true, min: 3, max: maxUsernameLen, pattern: usernamePattern}.check(problems, []string{"body", "username"}, in.Username)
 	problems = stringRule{required: true, min: 8, max: 128}.check(problems, []string{"body", "password"}, in.Password)
 	return problems
 }
@@ -184,8 +187,17 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	if err := invalid(in.validate()...); err != nil {
 		return err
 	}
+	if !s.cfg.registrationOpen {
+		// Refuse before the costly hash; the transaction checks again.
+		if first, err := s.store.NoUsers(r.Context()); err != nil || !first {
+			if err != nil {
+				return err
+			}
+			return errRegistrationClosedHTTP
+		}
+	}
 	ip := s.clientIP(r)
-	if wait := s.limits.registerIP.take(ip, s.now()); wait > 0 {
+	if wait := s.limits.registerIP.take(ipLimitKey(ip), s.now()); wait > 0 {
 		return tooMany(wait, tooManyAttempts)
 	}
 	hash, err := s.passwords.hash(r.Context(), in.Password.Value)
@@ -196,7 +208,7 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 		auditEntry{Action: "user.registered", IP: ip}, s.now())
 	switch {
 	case errors.Is(err, errRegistrationClosed):
-		return &httpError{status: http.StatusForbidden, detail: "Registration is closed"}
+		return errRegistrationClosedHTTP
 	case errors.Is(err, errConflict):
 		return errUsernameTaken
 	case err != nil:
@@ -204,6 +216,8 @@ func (s *server) handleRegister(w http.ResponseWriter, r *http.Request) error {
 	}
 	return writeJSON(w, http.StatusCreated, map[string]string{"message": "User registered successfully", "data": u.Username})
 }
+
+var errRegistrationClosedHTTP = &httpError{status: http.StatusForbidden, detail: "Registration is closed"}
 
 var errUsernameTaken = &httpError{status: http.StatusConflict, detail: "Username already registered"}
 
@@ -233,11 +247,17 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	now, ip, name := s.now(), s.clientIP(r), strings.ToLower(in.Username.Value)
+	// No account has a longer name, so a longer one is cut before it is
+	// kept as a limit's key or in the audit log.
+	attempted := in.Username.Value
+	if utf8.RuneCountInString(attempted) > maxUsernameLen {
+		attempted = string([]rune(attempted)[:maxUsernameLen])
+	}
+	now, ip, name := s.now(), s.clientIP(r), strings.ToLower(attempted)
 	if wait := s.limits.loginUser.take(name, now); wait > 0 {
 		return tooMany(wait, tooManyAttempts)
 	}
-	if wait := s.limits.loginIP.take(ip, now); wait > 0 {
+	if wait := s.limits.loginIP.take(ipLimitKey(ip), now); wait > 0 {
 		s.limits.loginUser.giveBack(name, now)
 		return tooMany(wait, tooManyAttempts)
 	}
@@ -258,12 +278,9 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		if ok && u.Disabled {
 			reason = "disabled"
 		}
-		var actor *int64
-		if err == nil {
-			actor = &u.ID
-		}
-		if aerr := s.store.Audit(r.Context(), auditEntry{ActorID: actor, Action: "login.failed", Target: in.Username.Value, IP: ip,
-			Details: map[string]any{"username": in.Username.Value, "reason": reason}}, now); aerr != nil {
+		// No actor: whoever failed is not known to be the account's owner.
+		if aerr := s.store.Audit(r.Context(), auditEntry{Action: "login.failed", Target: attempted, IP: ip,
+			Details: map[string]any{"username": attempted, "reason": reason}}, now); aerr != nil {
 			return aerr
 		}
 		if reason == "disabled" {
@@ -272,7 +289,7 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 		return errBadLogin
 	}
 	s.limits.loginUser.giveBack(name, now)
-	s.limits.loginIP.giveBack(ip, now)
+	s.limits.loginIP.giveBack(ipLimitKey(ip), now)
 	token, err := s.issueToken(u)
 	if err != nil {
 		return err
@@ -296,6 +313,9 @@ func readLogin(w http.ResponseWriter, r *http.Request) (loginRequest, error) {
 				return in, errBodyTooLarge
 			}
 			return in, invalid(fieldError{Type: "value_error", Loc: []string{"body"}, Msg: "Value error, the form body could not be parsed"})
+		}
+		if err := invalid(badTextValues("body", r.PostForm)...); err != nil {
+			return in, err
 		}
 		for field, dst := range map[string]*jsonString{"username": &in.Username, "password": &in.Password} {
 			if values, ok := r.PostForm[field]; ok {

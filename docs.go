@@ -4,7 +4,6 @@ import (
 	_ "embed"
 	"html/template"
 	"net/http"
-	"net/url"
 	"strings"
 )
 
@@ -61,25 +60,29 @@ const swaggerInit = `window.ui = SwaggerUIBundle({
 });
 `
 
-// docsCSP lets a documentation page run only its own scripts and the
-// viewer's, from where the configuration says it lives. Both viewers set
-// inline styles, ReDoc runs a worker from a blob and loads Google fonts.
-func docsCSP(assets ...string) string {
-	origins := "'self'"
-	for _, a := range assets {
-		if u, err := url.Parse(a); err == nil && u.Scheme != "" && u.Host != "" && !strings.Contains(origins, " "+u.Scheme+"://"+u.Host) {
-			origins += " " + u.Scheme + "://" + u.Host
+// docsCSP lets a documentation page load only its own files and the
+// viewer's, by their exact configured URLs (a CDN serves every package, not
+// just the viewer). Both viewers set inline styles, ReDoc runs a worker from
+// a blob and loads Google fonts.
+func docsCSP(scripts, styles []string) string {
+	sources := func(urls []string) string {
+		list := "'self'"
+		for _, u := range urls {
+			if strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") {
+				list += " " + u
+			}
 		}
+		return list
 	}
-	return "default-src 'none'; script-src " + origins + "; style-src " + origins + " 'unsafe-inline' https://fonts.googleapis.com" +
-		"; font-src https://fonts.gstatic.com; img-src 'self' data: " + origins[len("'self' "):] +
-		"; worker-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+	return "default-src 'none'; script-src " + sources(scripts) + "; style-src " + sources(styles) + " 'unsafe-inline' https://fonts.googleapis.com" +
+		"; font-src https://fonts.gstatic.com; img-src 'self' data:; worker-src blob:; connect-src 'self'" +
+		"; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 }
 
 // handleDocs handles GET /docs.
 func (s *server) handleDocs(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", docsCSP(s.cfg.docsSwaggerJS, s.cfg.docsSwaggerCSS))
+	w.Header().Set("Content-Security-Policy", docsCSP([]string{s.cfg.docsSwaggerJS}, []string{s.cfg.docsSwaggerCSS}))
 	return swaggerPage.Execute(w, map[string]string{"JS": s.cfg.docsSwaggerJS, "CSS": s.cfg.docsSwaggerCSS})
 }
 
@@ -93,6 +96,6 @@ func (s *server) handleDocsInit(w http.ResponseWriter, r *http.Request) error {
 // handleRedoc handles GET /redoc.
 func (s *server) handleRedoc(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Content-Security-Policy", docsCSP(s.cfg.docsRedocJS))
+	w.Header().Set("Content-Security-Policy", docsCSP([]string{s.cfg.docsRedocJS}, nil))
 	return redocPage.Execute(w, map[string]string{"JS": s.cfg.docsRedocJS})
 }

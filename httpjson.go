@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -286,6 +287,22 @@ func (rule stringRule) check(problems []fieldError, loc []string, s jsonString) 
 		return append(problems, fieldError{Type: "string_too_short", Loc: loc, Msg: "String should not be blank"})
 	case rule.pattern != nil && !rule.pattern.MatchString(s.Value):
 		return append(problems, fieldError{Type: "string_pattern_mismatch", Loc: loc, Msg: fmt.Sprintf("String should match pattern '%s'", rule.pattern)})
+	}
+	return problems
+}
+
+// badTextValues reports values PostgreSQL cannot store as text: invalid
+// UTF-8 (a query string or form may carry any bytes) and NUL characters.
+func badTextValues(where string, values url.Values) []fieldError {
+	var problems []fieldError
+	for name, vs := range values {
+		for _, v := range vs {
+			if !utf8.ValidString(name) || !utf8.ValidString(v) || strings.ContainsRune(name+v, 0) {
+				problems = append(problems, fieldError{Type: "string_unicode", Loc: []string{where, strings.ToValidUTF8(name, "\ufffd")},
+					Msg: "Input should be a valid string: UTF-8 without NUL characters"})
+				break
+			}
+		}
 	}
 	return problems
 }

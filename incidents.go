@@ -139,7 +139,7 @@ func (s *server) limitIngest(r *http.Request) error {
 	case p.user != nil:
 		wait = s.limits.ingestKey.take("user:"+strconv.FormatInt(p.user.ID, 10), now)
 	default:
-		wait = s.limits.ingestIP.take(s.clientIP(r), now)
+		wait = s.limits.ingestIP.take(ipLimitKey(s.clientIP(r)), now)
 	}
 	if wait > 0 {
 		return tooMany(wait, tooManyReports)

@@ -251,6 +251,17 @@ func parsePer(per string) (time.Duration, error) {
 	return d, nil
 }
 
+// ipLimitKey is the key a client address is limited by. An IPv6 client
+// usually holds a whole /64 and could take a new address per attempt, so
+// its /64 is limited as one.
+func ipLimitKey(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || !addr.Is6() || addr.Is4In6() {
+		return ip
+	}
+	return netip.PrefixFrom(addr, 64).Masked().String()
+}
+
 // trustedProxies are the CIDRs whose X-Forwarded-For is believed.
 type trustedProxies []netip.Prefix
 
@@ -301,7 +312,11 @@ func (tp trustedProxies) clientIP(r *http.Request) string {
 	client := peer
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		entry := strings.TrimSpace(hops[i])
+		if host, _, err := net.SplitHostPort(entry); err == nil {
+			entry = host // "1.2.3.4:5555" or "[2001:db8::1]:443"
+		}
+		hop, err := netip.ParseAddr(strings.Trim(entry, "[]"))
 		if err != nil {
 			break // a garbled entry: trust nothing left of it
 		}

@@ -634,7 +634,9 @@ func TestClientIP(t *testing.T) {
 		{"garbled right-most entry", tp, "10.0.0.1:4000", []string{"198.51.100.7, bogus"}, "10.0.0.1"},
 		{"garbled entry behind a proxy", tp, "10.0.0.1:4000", []string{"198.51.100.7, bogus, 10.0.0.3"}, "10.0.0.3"},
 		{"garbled entry left of the client", tp, "10.0.0.1:4000", []string{"bogus, 198.51.100.7"}, "198.51.100.7"},
-		{"entry with a port", tp, "10.0.0.1:4000", []string{"198.51.100.7:5555"}, "10.0.0.1"},
+		{"entry with a port", tp, "10.0.0.1:4000", []string{"198.51.100.7:5555"}, "198.51.100.7"},
+		{"bracketed IPv6 entry", tp, "10.0.0.1:4000", []string{"[2001:db8::7]"}, "2001:db8::7"},
+		{"bracketed IPv6 entry with a port", tp, "10.0.0.1:4000", []string{"[2001:db8::7]:443"}, "2001:db8::7"},
 		{"trailing comma", tp, "10.0.0.1:4000", []string{"198.51.100.7,"}, "10.0.0.1"},
 		{"IPv6 peer and client", tp, "[::1]:4000", []string{"2001:db8::7"}, "2001:db8::7"},
 		{"IPv6 chain", tp, "[fd00::1]:4000", []string{"2001:db8::7, fd00::2"}, "2001:db8::7"},
@@ -696,5 +698,19 @@ func TestClientIPParseTrustedProxies(t *testing.T) {
 	tp, _ := parseTrustedProxies("10.0.0.0/8")
 	if !tp.contains(netip.MustParseAddr("::ffff:10.1.1.1")) {
 		t.Errorf("10.0.0.0/8 does not contain ::ffff:10.1.1.1, want it to")
+	}
+}
+
+func TestIPLimitKey(t *testing.T) {
+	for ip, want := range map[string]string{
+		"198.51.100.7":         "198.51.100.7",
+		"2001:db8:1:2:3:4:5:6": "2001:db8:1:2::/64",
+		"2001:db8:1:2:ffff::1": "2001:db8:1:2::/64",
+		"::ffff:198.51.100.7":  "::ffff:198.51.100.7",
+		"not an address":       "not an address",
+	} {
+		if got := ipLimitKey(ip); got != want {
+			t.Errorf("ipLimitKey(%q) = %q, want %q", ip, got, want)
+		}
 	}
 }

@@ -38,7 +38,7 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 		return nil, err
 	}
 	h := newHub()
-	return &server{
+	s := &server{
 		cfg:          cfg,
 		store:        st,
 		log:          logger,
@@ -48,7 +48,9 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 		hub:          h,
 		feed:         newEventFeed(st, h, logger, cfg.databaseURL),
 		pingInterval: cfg.wsPingInterval,
-	}, nil
+	}
+	s.feed.accessChanged = func(userID int64) { go s.hub.recheck(userID, s.stillAllowed) }
+	return s, nil
 }
 
 // startStream positions the event feed and runs it until ctx ends.
@@ -128,7 +130,10 @@ func (s *server) routes() http.Handler {
 // writeError.
 func (s *server) handle(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r, err := s.authorize(r, rt.access)
+		err := invalid(badTextValues("query", r.URL.Query())...)
+		if err == nil {
+			r, err = s.authorize(r, rt.access)
+		}
 		if err == nil {
 			err = rt.handler(w, r)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/lib/pq"
@@ -123,6 +124,15 @@ func (st *store) RegisterUser(ctx context.Context, username, passwordHash string
 	return u, err
 }
 
+// NoUsers tells whether no user exists yet.
+func (st *store) NoUsers(ctx context.Context) (bool, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	var none bool
+	err := st.db.QueryRowContext(ctx, `SELECT NOT EXISTS (SELECT 1 FROM users)`).Scan(&none)
+	return none, st.mapErr(err)
+}
+
 // CreateUser is an admin creating a user with a role.
 func (st *store) CreateUser(ctx context.Context, username, passwordHash, role string, e auditEntry, now time.Time) (user, error) {
 	ctx, cancel := st.withTimeout(ctx)
@@ -167,7 +177,7 @@ func (st *store) UserByID(ctx context.Context, id int64) (user, error) {
 func (st *store) Users(ctx context.Context, after int64, limit int) ([]user, bool, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	rows, err := st.db.QueryContext(ctx, `SELECT `+userColumns+` FROM users WHERE id > $1 ORDER BY id LIMIT $2`, after, limit+1)
+	rows, err := st.db.QueryContext(ctx, `SELECT `+userColumns+` FROM users WHERE id > $1::bigint ORDER BY id LIMIT $2`, after, limit+1)
 	if err != nil {
 		return nil, false, st.mapErr(err)
 	}
@@ -224,9 +234,18 @@ func (st *store) UpdateUser(ctx context.Context, id int64, c userChange, e audit
 		if wasActiveAdmin && (next.Role != "admin" || next.Disabled) && len(admins) <= 1 {
 			return errLastAdmin
 		}
-		if u, err = scanUser(tx.QueryRowContext(ctx, `UPDATE users SET role = $2, disabled = $3 WHERE id = $1 RETURNING `+userColumns,
-			id, next.Role, next.Disabled)); err != nil {
+		// Disabling also ends the user's tokens and unused stream tickets,
+		// so enabling again does not bring them back.
+		disabling := next.Disabled && !cur.Disabled
+		if u, err = scanUser(tx.QueryRowContext(ctx, `UPDATE users SET role = $2, disabled = $3,
+			token_version = token_version + CASE WHEN $4 THEN 1 ELSE 0 END WHERE id = $1 RETURNING `+userColumns,
+			id, next.Role, next.Disabled, disabling)); err != nil {
 			return err
+		}
+		if disabling {
+			if err := revokeStreamAccess(ctx, tx, id); err != nil {
+				return err
+			}
 		}
 		e.Target = u.Username
 		if next.Role != cur.Role {
@@ -265,8 +284,21 @@ func (st *store) ChangePassword(ctx context.Context, id int64, passwordHash stri
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errNotFound
 		}
+		if err := revokeStreamAccess(ctx, tx, id); err != nil {
+			return err
+		}
 		return insertAudit(ctx, tx, e, now)
 	})
+}
+
+// revokeStreamAccess deletes a user's unused stream tickets and tells every
+// replica, at commit, to re-check the user's open streams.
+func revokeStreamAccess(ctx context.Context, tx *sql.Tx, userID int64) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM stream_tickets WHERE user_id = $1`, userID); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, accessChannel, strconv.FormatInt(userID, 10))
+	return err
 }
 
 // auditFilter selects audit rows: before an id (0: from the newest), by
@@ -284,7 +316,7 @@ func (st *store) AuditLog(ctx context.Context, f auditFilter) ([]auditEntry, boo
 	defer cancel()
 	rows, err := st.db.QueryContext(ctx, `SELECT a.id, a.at, a.actor_id, u.username, a.action, coalesce(a.target, ''), coalesce(a.ip, ''), a.details
 		FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id
-		WHERE ($1 = 0 OR a.id < $1) AND ($2::bigint IS NULL OR a.actor_id = $2) AND ($3 = '' OR a.action = $3)
+		WHERE ($1::bigint = 0 OR a.id < $1::bigint) AND ($2::bigint IS NULL OR a.actor_id = $2) AND ($3 = '' OR a.action = $3)
 		ORDER BY a.id DESC LIMIT $4`, f.Before, f.ActorID, f.Action, f.Limit+1)
 	if err != nil {
 		return nil, false, st.mapErr(err)
@@ -351,10 +383,14 @@ func (st *store) CreateAPIKey(ctx context.Context, k apiKey, hash []byte, e audi
 	defer cancel()
 	var created apiKey
 	err := st.inTx(ctx, func(tx *sql.Tx) error {
-		// The owner's row lock serializes the count with concurrent creates.
+		// The owner's row lock serializes concurrent creates; the count is a
+		// statement of its own so that its snapshot, taken after the lock,
+		// sees the keys the previous holder committed.
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, k.UserID); err != nil {
+			return err
+		}
 		var active int
-		if err := tx.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM api_keys WHERE user_id = u.id AND revoked_at IS NULL)
-			FROM users u WHERE u.id = $1 FOR UPDATE`, k.UserID).Scan(&active); err != nil {
+		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL`, k.UserID).Scan(&active); err != nil {
 			return err
 		}
 		if active >= maxAPIKeys {
@@ -406,6 +442,9 @@ func (st *store) RevokeAPIKey(ctx context.Context, userID, id int64, e auditEntr
 		err := tx.QueryRowContext(ctx, `UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING name`,
 			id, userID, now).Scan(&name)
 		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, accessChannel, strconv.FormatInt(userID, 10)); err != nil {
 			return err
 		}
 		e.Target, e.Details = fmt.Sprintf("api_key:%d", id), map[string]any{"name": name}

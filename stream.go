@@ -14,6 +14,11 @@ import (
 // notifies on.
 const notifyChannel = "incident_events"
 
+// accessChannel carries the id of a user whose credentials changed (disabled,
+// password changed, a key revoked): every replica re-checks that user's open
+// streams.
+const accessChannel = "access_changed"
+
 // feedPageSize is how many events the feed reads per query.
 const feedPageSize = 500
 
@@ -36,6 +41,10 @@ type eventFeed struct {
 
 	lastSeen int64     // every event up to here went to the hub or was a gap
 	gapSince time.Time // when the feed first waited at lastSeen; zero if not waiting
+
+	// accessChanged is called with a user id from accessChannel, and with 0
+	// (everyone) after the listener reconnects, since it may have missed one.
+	accessChanged func(userID int64)
 }
 
 func newEventFeed(st *store, h *hub, logger *slog.Logger, dsn string) *eventFeed {
@@ -74,8 +83,10 @@ func (f *eventFeed) run(ctx context.Context) {
 	go func() {
 		// Listen blocks until the first connection succeeds; polling covers
 		// the wait, so run must not block on it.
-		if err := listener.Listen(notifyChannel); err != nil && ctx.Err() == nil {
-			f.log.Error("listen for events", "error", err)
+		for _, channel := range []string{notifyChannel, accessChannel} {
+			if err := listener.Listen(channel); err != nil && ctx.Err() == nil {
+				f.log.Error("listen for events", "channel", channel, "error", err)
+			}
 		}
 	}()
 
@@ -87,13 +98,14 @@ func (f *eventFeed) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-listener.Notify:
+		case n := <-listener.Notify:
 			// A nil notification follows a reconnect: the table tells what
 			// was missed while the listener was down.
+			f.dispatch(n)
 		case <-poll.C:
 		case <-retry.C:
 		}
-		drain(listener.Notify)
+		f.drain(listener.Notify)
 		waitFor, err := f.catchUp(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -109,13 +121,30 @@ func (f *eventFeed) run(ctx context.Context) {
 }
 
 // drain empties the notification channel: one read of the table serves
-// every notification that arrived meanwhile.
-func drain(ch <-chan *pq.Notification) {
+// every event notification that arrived meanwhile.
+func (f *eventFeed) drain(ch <-chan *pq.Notification) {
 	for {
 		select {
-		case <-ch:
+		case n := <-ch:
+			f.dispatch(n)
 		default:
 			return
+		}
+	}
+}
+
+// dispatch acts on an access notification; event notifications need
+// nothing but the read of the table that follows.
+func (f *eventFeed) dispatch(n *pq.Notification) {
+	if f.accessChanged == nil {
+		return
+	}
+	switch {
+	case n == nil:
+		f.accessChanged(0)
+	case n.Channel == accessChannel:
+		if id, err := strconv.ParseInt(n.Extra, 10, 64); err == nil {
+			f.accessChanged(id)
 		}
 	}
 }

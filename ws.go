@@ -44,6 +44,7 @@ const (
 	closeNormal        = 1000
 	closeGoingAway     = 1001
 	closeProtocol      = 1002
+	closePolicy        = 1008
 	closeTooBig        = 1009
 	closeTryAgainLater = 1013
 )
@@ -142,6 +143,37 @@ func (h *hub) shutdown() {
 	}
 }
 
+// recheck ends the streams of user userID (every user's, for 0) whose
+// credentials allowed no longer says are good. allowed may query the
+// database, so it runs outside the hub's lock.
+func (h *hub) recheck(userID int64, allowed func(principal) bool) {
+	h.mu.Lock()
+	var subs []*subscriber
+	for sub := range h.subs {
+		if sub.who.user != nil && (userID == 0 || sub.who.user.ID == userID) {
+			subs = append(subs, sub)
+		}
+	}
+	h.mu.Unlock()
+	// After a reconnect every stream is checked: ask once per credential.
+	type credential struct{ user, key, version int64 }
+	verdicts := map[credential]bool{}
+	for _, sub := range subs {
+		c := credential{user: sub.who.user.ID, version: sub.who.user.TokenVersion}
+		if sub.who.key != nil {
+			c.key = sub.who.key.ID
+		}
+		ok, seen := verdicts[c]
+		if !seen {
+			ok = allowed(sub.who)
+			verdicts[c] = ok
+		}
+		if !ok {
+			sub.end(endRevoked)
+		}
+	}
+}
+
 // wait waits until every subscriber has said goodbye, or ctx ends.
 func (h *hub) wait(ctx context.Context) {
 	done := make(chan struct{})
@@ -162,11 +194,13 @@ const (
 	endNone endReason = iota
 	endOverflow
 	endShutdown
+	endRevoked // the credentials it opened with no longer work
 )
 
 // subscriber is one WebSocket or SSE connection's view of the hub.
 type subscriber struct {
 	filter streamFilter
+	who    principal // as authenticated when the stream opened; anonymous: no user
 
 	mu      sync.Mutex
 	pending []*streamEvent
@@ -174,8 +208,8 @@ type subscriber struct {
 	wake    chan struct{} // signalled when pending grows or the subscription ends
 }
 
-func newSubscriber(f streamFilter) *subscriber {
-	return &subscriber{filter: f, wake: make(chan struct{}, 1)}
+func newSubscriber(f streamFilter, who principal) *subscriber {
+	return &subscriber{filter: f, who: who, wake: make(chan struct{}, 1)}
 }
 
 // push queues ev; false when the queue already holds limit events.
@@ -267,8 +301,8 @@ type subscription struct {
 
 // startSubscription subscribes and returns the hub position, which the
 // hello message reports.
-func (s *server) startSubscription(req streamRequest) (*subscription, int64, error) {
-	sub := newSubscriber(req.filter)
+func (s *server) startSubscription(req streamRequest, who principal) (*subscription, int64, error) {
+	sub := newSubscriber(req.filter, who)
 	pos, err := s.hub.subscribe(sub)
 	if err != nil {
 		return nil, 0, err
@@ -324,6 +358,9 @@ func (c *subscription) next(gone <-chan struct{}, tick <-chan time.Time) wakeup 
 	}
 	events, reason := c.sub.take()
 	w := wakeup{reason: reason}
+	if reason == endRevoked {
+		return w // not one more event
+	}
 	for _, ev := range events {
 		if ev.seq > c.seen {
 			w.events = append(w.events, ev)
@@ -337,8 +374,11 @@ func (c *subscription) close() { c.s.hub.unsubscribe(c.sub) }
 // resumeHint tells a client where to pick up.
 func (c *subscription) resumeHint(reason endReason) string {
 	since := strconv.FormatInt(c.seen, 10)
-	if reason == endShutdown {
+	switch reason {
+	case endShutdown:
 		return "server shutting down; resume with since=" + since
+	case endRevoked:
+		return "access revoked; authenticate again to resume with since=" + since
 	}
 	return "too slow; resume with since=" + since
 }
@@ -368,7 +408,7 @@ func (s *server) handleWS(w http.ResponseWriter, r *http.Request) error {
 			// this request's goroutine, and net/http's state for it, can go:
 			// an idle subscriber then costs a few KiB.
 			hijacked.conn.detached.Store(true)
-			go s.serveWS(ws, hijacked.conn.Conn, req)
+			go s.serveWS(ws, hijacked.conn.Conn, req, principalOf(r))
 		},
 	}.ServeHTTP(hijacked, r)
 	return nil
@@ -433,9 +473,9 @@ func (c *detachableConn) Close() error {
 // serveWS is one WebSocket subscriber. This goroutine is the connection's
 // only writer of our frames; a second goroutine reads and drops what the
 // client sends (the library answers pings from it).
-func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest) {
+func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest, who principal) {
 	defer conn.Close()
-	c, pos, err := s.startSubscription(req)
+	c, pos, err := s.startSubscription(req, who)
 	if err != nil {
 		writeWS(conn, wsCloseFrame(closeTryAgainLater, "server shutting down"), s.hub.writeTimeout)
 		return
@@ -509,6 +549,9 @@ func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest) {
 			return
 		case endOverflow:
 			writeWS(conn, wsCloseFrame(closeTryAgainLater, c.resumeHint(next.reason)), timeout)
+			return
+		case endRevoked:
+			writeWS(conn, wsCloseFrame(closePolicy, c.resumeHint(next.reason)), timeout)
 			return
 		}
 	}
@@ -601,7 +644,7 @@ func (s *server) handleSSE(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, pos, err := s.startSubscription(req)
+	c, pos, err := s.startSubscription(req, principalOf(r))
 	if err != nil {
 		return err
 	}
