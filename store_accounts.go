@@ -457,10 +457,11 @@ func (st *store) RevokeAPIKey(ctx context.Context, userID, id int64, e auditEntr
 const keyUseResolution = time.Minute
 
 // APIKeyByHash finds a key and its owner by the key's hash, and records the
-// use.
+// use of a key that works.
 func (st *store) APIKeyByHash(ctx context.Context, hash []byte, now time.Time) (apiKey, user, error) {
 	k, u, err := st.apiKeyWithOwner(ctx, `k.key_hash = $1`, hash)
-	if err != nil || k.RevokedAt != nil || (k.LastUsedAt != nil && now.Sub(*k.LastUsedAt) < keyUseResolution) {
+	usable := k.RevokedAt == nil && (k.ExpiresAt == nil || now.Before(*k.ExpiresAt)) && !u.Disabled
+	if err != nil || !usable || (k.LastUsedAt != nil && now.Sub(*k.LastUsedAt) < keyUseResolution) {
 		return k, u, err
 	}
 	ctx, cancel := st.withTimeout(ctx)
