@@ -157,13 +157,20 @@ func etag(version int64) string { return `"` + strconv.FormatInt(version, 10) + 
 
 // listSorts are the orders of GET /api/v1/incidents, by API name. The
 // default, newest first, pages by id alone.
-var listSorts = map[string]incidentSort{
-	"created_at":  {name: "created_at", key: "i.created_at"},
-	"-created_at": {name: "-created_at", key: "i.created_at", desc: true},
-	"severity":    {name: "severity", key: "severity_rank(i.severity)"},
-	"-severity":   {name: "-severity", key: "severity_rank(i.severity)", desc: true},
-	"updated_at":  {name: "updated_at", key: "i.updated_at"},
-	"-updated_at": {name: "-updated_at", key: "i.updated_at", desc: true},
+var listSorts, sortNames = sortsOf([]struct{ name, key string }{
+	{"created_at", "i.created_at"}, {"severity", "severity_rank(i.severity)"}, {"updated_at", "i.updated_at"},
+})
+
+// sortsOf makes the ascending and descending sort of each key, and their
+// names in the order error messages list them.
+func sortsOf(keys []struct{ name, key string }) (map[string]incidentSort, []string) {
+	sorts, names := map[string]incidentSort{}, []string{}
+	for _, k := range keys {
+		sorts[k.name] = incidentSort{name: k.name, key: k.key}
+		sorts["-"+k.name] = incidentSort{name: "-" + k.name, key: k.key, desc: true}
+		names = append(names, k.name, "-"+k.name)
+	}
+	return sorts, names
 }
 
 var defaultSort = incidentSort{name: "-id", desc: true}
@@ -230,13 +237,11 @@ func (s *server) handleIncidentList(w http.ResponseWriter, r *http.Request) erro
 	if v := q.Get("sort"); v != "" {
 		sort, ok := listSorts[v]
 		if !ok {
-			problems = append(problems, fieldError{Type: "enum", Loc: []string{"query", "sort"}, Msg: "Input should be " + quoteList(sortNames())})
+			problems = append(problems, fieldError{Type: "enum", Loc: []string{"query", "sort"}, Msg: "Input should be " + quoteList(sortNames)})
 		}
 		f.Sort = sort
 	}
-	if v := q.Get("dedup_key"); v != "" {
-		f.DedupKey = v
-	}
+	f.DedupKey = q.Get("dedup_key")
 	for _, raw := range q["label"] {
 		k, v, ok := strings.Cut(raw, ":")
 		if !ok || k == "" {
@@ -246,7 +251,7 @@ func (s *server) handleIncidentList(w http.ResponseWriter, r *http.Request) erro
 		f.Labels = append(f.Labels, [2]string{k, v})
 	}
 	if v := q.Get("q"); v != "" {
-		if utf8.RuneCountInString(v) > 200 || strings.ContainsRune(v, 0) {
+		if utf8.RuneCountInString(v) > 200 {
 			problems = append(problems, fieldError{Type: "string_too_long", Loc: []string{"query", "q"}, Msg: "String should have at most 200 characters"})
 		}
 		f.Query = v
@@ -288,10 +293,6 @@ func (s *server) handleIncidentList(w http.ResponseWriter, r *http.Request) erro
 		w.Header().Set("Link", linkNext(r, next))
 	}
 	return writeJSON(w, http.StatusOK, list)
-}
-
-func sortNames() []string {
-	return []string{"created_at", "-created_at", "severity", "-severity", "updated_at", "-updated_at"}
 }
 
 // queryEnum reads a query parameter that may repeat or hold a

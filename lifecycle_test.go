@@ -518,7 +518,7 @@ func TestSortPagination(t *testing.T) {
 			return a.UpdatedAt.Before(b.UpdatedAt) || (a.UpdatedAt.Equal(b.UpdatedAt) && a.ID < b.ID)
 		},
 	}
-	for _, name := range sortNames() {
+	for _, name := range sortNames {
 		t.Run(name, func(t *testing.T) {
 			want := slices.Clone(all)
 			cmp := less[strings.TrimPrefix(name, "-")]

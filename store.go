@@ -56,18 +56,29 @@ var hotStatements = []string{reportSQL, appendEventSQL, eventsSQL(eventsAfterWhe
 func prepareHot(ctx context.Context, db *sql.DB) (*stmtCache, error) {
 	c := &stmtCache{stmts: map[string]*sql.Stmt{}}
 	for _, q := range hotStatements {
-		stmt, err := db.PrepareContext(ctx, q)
-		for attempt := 0; isDeadlock(err) && attempt < 5; attempt++ {
-			// Another replica starting at the same moment is altering the
-			// tables this statement reads; PostgreSQL broke the tie here.
+		var stmt *sql.Stmt
+		err := retryDeadlock(func() (err error) {
 			stmt, err = db.PrepareContext(ctx, q)
-		}
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("prepare statement: %w", err)
 		}
 		c.stmts[q] = stmt
 	}
 	return c, nil
+}
+
+// retryDeadlock runs fn again, a few times, while PostgreSQL picks it as a
+// deadlock's victim. At start-up that happens when another replica starting
+// at the same moment alters the tables fn reads, or reads the tables fn
+// alters; a victim's work is rolled back, so running it again is safe.
+func retryDeadlock(fn func() error) error {
+	err := fn()
+	for attempt := 0; isDeadlock(err) && attempt < 5; attempt++ {
+		err = fn()
+	}
+	return err
 }
 
 func isDeadlock(err error) bool {
@@ -136,25 +147,16 @@ func (st *store) Close() error { return st.db.Close() }
 func (st *store) migrate(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	err := st.applySchema(ctx)
-	for attempt := 0; isDeadlock(err) && attempt < 5; attempt++ {
-		// The schema's ALTERs lock tables that queries of a replica already
-		// running (or just started) read in another order; PostgreSQL broke
-		// the tie against us, and nothing was applied.
-		err = st.applySchema(ctx)
-	}
-	return err
-}
-
-func (st *store) applySchema(ctx context.Context) error {
-	return st.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, schemaLockID); err != nil {
-			return fmt.Errorf("lock schema: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, schemaSQL); err != nil {
-			return fmt.Errorf("apply schema.sql: %w", err)
-		}
-		return nil
+	return retryDeadlock(func() error {
+		return st.inTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, schemaLockID); err != nil {
+				return fmt.Errorf("lock schema: %w", err)
+			}
+			if _, err := tx.ExecContext(ctx, schemaSQL); err != nil {
+				return fmt.Errorf("apply schema.sql: %w", err)
+			}
+			return nil
+		})
 	})
 }
 
@@ -210,6 +212,36 @@ func (st *store) mapErr(err error) error {
 // within seconds instead of a hung request.
 func (st *store) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, st.timeout)
+}
+
+// scanAll reads every row of a query (rows and err are its results) with
+// scan.
+func scanAll[T any](st *store, rows *sql.Rows, err error, scan func(*sql.Rows) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, st.mapErr(err)
+	}
+	defer rows.Close()
+	list := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, st.mapErr(err)
+		}
+		list = append(list, v)
+	}
+	return list, st.mapErr(rows.Err())
+}
+
+// splitPage cuts a list read with limit+1 rows to limit, and tells whether
+// more follow.
+func splitPage[T any](list []T, limit int, err error) ([]T, bool, error) {
+	if err != nil {
+		return nil, false, err
+	}
+	if len(list) > limit {
+		return list[:limit], true, nil
+	}
+	return list, false, nil
 }
 
 // incident is an incident as the API returns it, in REST responses and in
@@ -542,26 +574,13 @@ func (st *store) Notes(ctx context.Context, incidentID, afterID int64, limit int
 	rows, err := st.db.QueryContext(ctx, `SELECT n.id, n.incident_id, n.body, author.username, n.created_at
 		FROM incident_notes n LEFT JOIN users author ON author.id = n.author_id
 		WHERE n.incident_id = $1::bigint AND n.id > $2 ORDER BY n.id LIMIT $3`, incidentID, afterID, limit+1)
-	if err != nil {
-		return nil, false, st.mapErr(err)
-	}
-	defer rows.Close()
-	notes := []note{}
-	for rows.Next() {
+	notes, err := scanAll(st, rows, err, func(rows *sql.Rows) (note, error) {
 		var n note
-		if err := rows.Scan(&n.ID, &n.IncidentID, &n.Body, &n.Author, &n.CreatedAt); err != nil {
-			return nil, false, st.mapErr(err)
-		}
+		err := rows.Scan(&n.ID, &n.IncidentID, &n.Body, &n.Author, &n.CreatedAt)
 		n.CreatedAt = n.CreatedAt.UTC()
-		notes = append(notes, n)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, st.mapErr(err)
-	}
-	if len(notes) > limit {
-		return notes[:limit], true, nil
-	}
-	return notes, false, nil
+		return n, err
+	})
+	return splitPage(notes, limit, err)
 }
 
 func (st *store) incidentExists(ctx context.Context, id int64) error {
@@ -688,25 +707,8 @@ func (st *store) ListIncidents(ctx context.Context, f incidentFilter) ([]inciden
 	}
 	q += " ORDER BY " + order + " LIMIT " + arg(f.Limit+1)
 	rows, err := st.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, false, st.mapErr(err)
-	}
-	defer rows.Close()
-	list := []incident{}
-	for rows.Next() {
-		inc, err := scanIncident(rows)
-		if err != nil {
-			return nil, false, st.mapErr(err)
-		}
-		list = append(list, inc)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, st.mapErr(err)
-	}
-	if len(list) > f.Limit {
-		return list[:f.Limit], true, nil
-	}
-	return list, false, nil
+	list, err := scanAll(st, rows, err, func(rows *sql.Rows) (incident, error) { return scanIncident(rows) })
+	return splitPage(list, f.Limit, err)
 }
 
 // incidentStats counts the incidents that need attention.
@@ -784,10 +786,7 @@ func (st *store) IncidentEvents(ctx context.Context, incidentID, after int64, li
 		return nil, false, err
 	}
 	events, err := st.events(ctx, incidentEventsWhere, limit+1, incidentID, after)
-	if len(events) > limit {
-		return events[:limit], true, err
-	}
-	return events, false, err
+	return splitPage(events, limit, err)
 }
 
 // The two event queries: the stream's range, and an incident's timeline.
@@ -817,12 +816,7 @@ func (st *store) events(ctx context.Context, where string, limit int, args ...an
 		return nil, err
 	}
 	rows, err := query.QueryContext(ctx, append(args, limit)...)
-	if err != nil {
-		return nil, st.mapErr(err)
-	}
-	defer rows.Close()
-	var events []storedEvent
-	for rows.Next() {
+	return scanAll(st, rows, err, func(rows *sql.Rows) (storedEvent, error) {
 		var (
 			e          storedEvent
 			actor      sql.NullString
@@ -832,16 +826,13 @@ func (st *store) events(ctx context.Context, where string, limit int, args ...an
 			noteAuthor sql.NullString
 			noteAt     sql.NullTime
 		)
-		if err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &actorKey, &e.CreatedAt, &e.Data,
-			&noteID, &noteBody, &noteAuthor, &noteAt); err != nil {
-			return nil, st.mapErr(err)
-		}
+		err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &actorKey, &e.CreatedAt, &e.Data,
+			&noteID, &noteBody, &noteAuthor, &noteAt)
 		e.Actor, e.ActorKey = stringOrNil(actor), stringOrNil(actorKey)
 		e.CreatedAt = e.CreatedAt.UTC()
 		if noteID.Valid {
 			e.Note = &note{ID: noteID.Int64, IncidentID: e.IncidentID, Body: noteBody.String, Author: stringOrNil(noteAuthor), CreatedAt: noteAt.Time.UTC()}
 		}
-		events = append(events, e)
-	}
-	return events, st.mapErr(rows.Err())
+		return e, err
+	})
 }

@@ -118,9 +118,6 @@ func (st *store) RegisterUser(ctx context.Context, username, passwordHash string
 		e.Details = map[string]any{"role": role}
 		return insertAudit(ctx, tx, e, now)
 	})
-	if errors.Is(err, errRegistrationClosed) {
-		return user{}, err
-	}
 	return u, err
 }
 
@@ -178,25 +175,8 @@ func (st *store) Users(ctx context.Context, after int64, limit int) ([]user, boo
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	rows, err := st.db.QueryContext(ctx, `SELECT `+userColumns+` FROM users WHERE id > $1::bigint ORDER BY id LIMIT $2`, after, limit+1)
-	if err != nil {
-		return nil, false, st.mapErr(err)
-	}
-	defer rows.Close()
-	users := []user{}
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, false, st.mapErr(err)
-		}
-		users = append(users, u)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, st.mapErr(err)
-	}
-	if len(users) > limit {
-		return users[:limit], true, nil
-	}
-	return users, false, nil
+	users, err := scanAll(st, rows, err, func(rows *sql.Rows) (user, error) { return scanUser(rows) })
+	return splitPage(users, limit, err)
 }
 
 // userChange is what PATCH /api/v1/users/{id} may change; nil leaves as is.
@@ -265,9 +245,6 @@ func (st *store) UpdateUser(ctx context.Context, id int64, c userChange, e audit
 		}
 		return nil
 	})
-	if errors.Is(err, errLastAdmin) {
-		return user{}, err
-	}
 	return u, err
 }
 
@@ -318,32 +295,18 @@ func (st *store) AuditLog(ctx context.Context, f auditFilter) ([]auditEntry, boo
 		FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id
 		WHERE ($1::bigint = 0 OR a.id < $1::bigint) AND ($2::bigint IS NULL OR a.actor_id = $2) AND ($3 = '' OR a.action = $3)
 		ORDER BY a.id DESC LIMIT $4`, f.Before, f.ActorID, f.Action, f.Limit+1)
-	if err != nil {
-		return nil, false, st.mapErr(err)
-	}
-	defer rows.Close()
-	entries := []auditEntry{}
-	for rows.Next() {
+	entries, err := scanAll(st, rows, err, func(rows *sql.Rows) (auditEntry, error) {
 		var (
 			e       auditEntry
 			details []byte
 		)
 		if err := rows.Scan(&e.ID, &e.At, &e.ActorID, &e.Actor, &e.Action, &e.Target, &e.IP, &details); err != nil {
-			return nil, false, st.mapErr(err)
+			return e, err
 		}
 		e.At = e.At.UTC()
-		if err := json.Unmarshal(details, &e.Details); err != nil {
-			return nil, false, err
-		}
-		entries = append(entries, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, false, st.mapErr(err)
-	}
-	if len(entries) > f.Limit {
-		return entries[:f.Limit], true, nil
-	}
-	return entries, false, nil
+		return e, json.Unmarshal(details, &e.Details)
+	})
+	return splitPage(entries, f.Limit, err)
 }
 
 // apiKey is a key as its owner sees it; the secret is never stored.
@@ -406,9 +369,6 @@ func (st *store) CreateAPIKey(ctx context.Context, k apiKey, hash []byte, e audi
 		e.Target, e.Details = fmt.Sprintf("api_key:%d", created.ID), map[string]any{"name": created.Name, "scopes": created.Scopes}
 		return insertAudit(ctx, tx, e, now)
 	})
-	if errors.Is(err, errTooManyKeys) {
-		return apiKey{}, err
-	}
 	return created, err
 }
 
@@ -417,19 +377,7 @@ func (st *store) APIKeys(ctx context.Context, userID int64) ([]apiKey, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	rows, err := st.db.QueryContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys k WHERE k.user_id = $1 AND k.revoked_at IS NULL ORDER BY k.id`, userID)
-	if err != nil {
-		return nil, st.mapErr(err)
-	}
-	defer rows.Close()
-	keys := []apiKey{}
-	for rows.Next() {
-		k, err := scanAPIKey(rows)
-		if err != nil {
-			return nil, st.mapErr(err)
-		}
-		keys = append(keys, k)
-	}
-	return keys, st.mapErr(rows.Err())
+	return scanAll(st, rows, err, func(rows *sql.Rows) (apiKey, error) { return scanAPIKey(rows) })
 }
 
 // RevokeAPIKey revokes key id of user userID; errNotFound when the user has
