@@ -107,9 +107,10 @@ func (s *server) authorize(r *http.Request, a access) (*http.Request, error) {
 	if a.open {
 		return r, nil
 	}
-	p, err := s.authenticate(r, a)
+	anonymousOK := a.anonymous != nil && a.anonymous(s.cfg)
+	p, err := s.authenticate(r, a.ticket, anonymousOK)
 	switch {
-	case errors.Is(err, errNoCredentials) && a.anonymous != nil && a.anonymous(s.cfg):
+	case errors.Is(err, errNoCredentials) && anonymousOK:
 		return r, nil
 	case errors.Is(err, errNoCredentials):
 		return nil, errNotAuthenticated
@@ -117,7 +118,7 @@ func (s *server) authorize(r *http.Request, a access) (*http.Request, error) {
 		return nil, err
 	case a.signedIn && p.key != nil:
 		return nil, &httpError{status: http.StatusForbidden, detail: "Insufficient permissions: sign in; API keys cannot be used here"}
-	case a.need != "" && !p.can(a.need) && a.anonymous != nil && a.anonymous(s.cfg):
+	case a.need != "" && !p.can(a.need) && anonymousOK:
 		// Credentials never give less than none would, nor more than their
 		// scope: the caller goes on as anonymous.
 		return r, nil
@@ -140,8 +141,8 @@ const apiKeyPrefix = "ik_"
 // original service ignored it there (and any other scheme, like Basic); an
 // API key that does not validate is always refused, so a revoked key fails
 // loudly.
-func (s *server) authenticate(r *http.Request, a access) (principal, error) {
-	if a.ticket && r.URL.Query().Has("ticket") {
+func (s *server) authenticate(r *http.Request, ticketOK, anonymousOK bool) (principal, error) {
+	if ticketOK && r.URL.Query().Has("ticket") {
 		return s.redeemTicket(r)
 	}
 	header := r.Header.Get("Authorization")
@@ -150,7 +151,6 @@ func (s *server) authenticate(r *http.Request, a access) (principal, error) {
 	if header == "" {
 		return principal{}, errNoCredentials
 	}
-	anonymousOK := a.anonymous != nil && a.anonymous(s.cfg)
 	if !strings.EqualFold(scheme, "Bearer") || token == "" {
 		if anonymousOK {
 			return principal{}, errNoCredentials
@@ -168,11 +168,11 @@ func (s *server) authenticate(r *http.Request, a access) (principal, error) {
 }
 
 var (
-	errAccountDisabled = &httpError{status: http.StatusUnauthorized, detail: "Account disabled", header: http.Header{"Www-Authenticate": {"Bearer"}}}
-	errTokenRevoked    = &httpError{status: http.StatusUnauthorized, detail: "Token revoked; log in again", header: http.Header{"Www-Authenticate": {"Bearer"}}}
-	errBadKey          = &httpError{status: http.StatusUnauthorized, detail: "Invalid API key", header: http.Header{"Www-Authenticate": {"Bearer"}}}
-	errKeyRevoked      = &httpError{status: http.StatusUnauthorized, detail: "API key revoked", header: http.Header{"Www-Authenticate": {"Bearer"}}}
-	errKeyExpired      = &httpError{status: http.StatusUnauthorized, detail: "API key expired", header: http.Header{"Www-Authenticate": {"Bearer"}}}
+	errAccountDisabled = unauthorized("Account disabled")
+	errTokenRevoked    = unauthorized("Token revoked; log in again")
+	errBadKey          = unauthorized("Invalid API key")
+	errKeyRevoked      = unauthorized("API key revoked")
+	errKeyExpired      = unauthorized("API key expired")
 	errBadTicket       = &httpError{status: http.StatusUnauthorized, detail: "Invalid or expired stream ticket"}
 )
 
@@ -202,9 +202,17 @@ func (s *server) principalOfJWT(r *http.Request, token string) (principal, error
 		return principal{}, errBadCredentials
 	case err != nil:
 		return principal{}, err
+	}
+	return userPrincipal(u, claims.Version)
+}
+
+// userPrincipal lets a user act while enabled, with a token issued since
+// the user's last password change (tokenVersion, the token's "ver").
+func userPrincipal(u user, tokenVersion int64) (principal, error) {
+	switch {
 	case u.Disabled:
 		return principal{}, errAccountDisabled
-	case claims.Version != u.TokenVersion:
+	case tokenVersion != u.TokenVersion:
 		return principal{}, errTokenRevoked
 	}
 	return principal{user: &u}, nil
@@ -257,10 +265,9 @@ func (s *server) redeemTicket(r *http.Request) (principal, error) {
 	switch {
 	case err != nil:
 		return principal{}, notFoundAs(err, errBadTicket)
-	case u.Disabled:
-		return principal{}, errAccountDisabled
 	}
-	return principal{user: &u}, nil
+	// A password change deletes the user's tickets: any left are current.
+	return userPrincipal(u, u.TokenVersion)
 }
 
 // stillAllowed tells whether the credentials a stream opened with still
@@ -282,7 +289,8 @@ func (s *server) stillAllowed(p principal) bool {
 	if err != nil {
 		return !errors.Is(err, errNotFound)
 	}
-	return !u.Disabled && u.TokenVersion == p.user.TokenVersion
+	_, err = userPrincipal(u, p.user.TokenVersion)
+	return err == nil
 }
 
 // newSecret returns prefix + 32 random bytes in base64url: an API key or a

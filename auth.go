@@ -236,7 +236,7 @@ func (in loginRequest) validate() []fieldError {
 	return problems
 }
 
-var errBadLogin = &httpError{status: http.StatusUnauthorized, detail: "Incorrect username or password", header: http.Header{"Www-Authenticate": {"Bearer"}}}
+var errBadLogin = unauthorized("Incorrect username or password")
 
 // handleLogin handles POST /api/v1/login. Failed attempts are limited per
 // username and per client IP; a slot is taken before the password is

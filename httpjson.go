@@ -58,11 +58,17 @@ type httpError struct {
 func (e *httpError) Error() string { return fmt.Sprintf("%d %s", e.status, e.detail) }
 
 var (
-	errNotAuthenticated = &httpError{status: http.StatusUnauthorized, detail: "Not authenticated", header: http.Header{"Www-Authenticate": {"Bearer"}}}
-	errBadCredentials   = &httpError{status: http.StatusUnauthorized, detail: "Could not validate credentials", header: http.Header{"Www-Authenticate": {"Bearer"}}}
-	errTokenExpired     = &httpError{status: http.StatusUnauthorized, detail: "Token expired", header: http.Header{"Www-Authenticate": {"Bearer"}}}
+	errNotAuthenticated = unauthorized("Not authenticated")
+	errBadCredentials   = unauthorized("Could not validate credentials")
+	errTokenExpired     = unauthorized("Token expired")
 	errBodyTooLarge     = &httpError{status: http.StatusRequestEntityTooLarge, detail: "Request body too large"}
 )
+
+// unauthorized is a 401 that asks for a bearer token, as OAuth2 clients
+// expect.
+func unauthorized(detail string) *httpError {
+	return &httpError{status: http.StatusUnauthorized, detail: detail, header: http.Header{"Www-Authenticate": {"Bearer"}}}
+}
 
 // readJSON decodes the request body, a single JSON object of at most
 // maxBodyBytes, into dst. Unknown fields are ignored, as the original API
