@@ -262,8 +262,7 @@ func (s *server) redeemTicket(r *http.Request) (principal, error) {
 		return s.keyPrincipal(k, u)
 	}
 	u, err := s.store.UserByID(r.Context(), userID)
-	switch {
-	case err != nil:
+	if err != nil {
 		return principal{}, notFoundAs(err, errBadTicket)
 	}
 	// A password change deletes the user's tickets: any left are current.
