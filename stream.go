@@ -23,8 +23,9 @@ const accessChannel = "access_changed"
 const feedPageSize = 500
 
 // eventFeed moves committed events from incident_events to the local hub,
-// in sequence order, each exactly once. It is the only path events take to
-// subscribers, on one replica or many: a notification (or a poll, or a
+// in sequence order, each exactly once. It is the only path live events
+// take to subscribers, on one replica or many (a resuming subscriber reads
+// its history from the table itself): a notification (or a poll, or a
 // listener reconnect) only says "read the table", and the table is the truth.
 type eventFeed struct {
 	store *store
@@ -176,7 +177,11 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 			f.lastSeen = e.Seq
 			f.gapSince = time.Time{}
 		}
-		f.hub.publish(ready, f.lastSeen)
+		if len(ready) > 0 {
+			// Nothing new (a notification whose rows an earlier read took,
+			// a poll) must not walk every subscriber.
+			f.hub.publish(ready, f.lastSeen)
+		}
 		switch {
 		case waiting:
 			return min(f.gapWait/10, time.Until(f.gapSince.Add(f.gapWait))+time.Millisecond), nil
@@ -186,8 +191,9 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-// streamEvent is an event ready to send: encoded once, written as the same
-// bytes to every subscriber.
+// streamEvent is an event ready to send. A live event is encoded once by the
+// feed and the same bytes go to every subscriber; a replayed one is encoded
+// for the subscriber that reads it.
 type streamEvent struct {
 	seq      int64
 	severity string

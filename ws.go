@@ -295,7 +295,6 @@ func parseStreamRequest(q url.Values, lastEventID string) (streamRequest, error)
 type subscription struct {
 	s    *server
 	sub  *subscriber
-	req  streamRequest
 	seen int64 // every event up to here was sent or filtered out
 }
 
@@ -311,7 +310,7 @@ func (s *server) startSubscription(req streamRequest, who principal) (*subscript
 	if req.since >= 0 {
 		seen = req.since
 	}
-	return &subscription{s: s, sub: sub, req: req, seen: seen}, pos, nil
+	return &subscription{s: s, sub: sub, seen: seen}, pos, nil
 }
 
 // replay sends the stored events after since up to the hub position the
@@ -587,6 +586,9 @@ const (
 
 var wsPingFrame = wsFrame(wsOpPing, nil)
 
+// sseKeepalive is the comment an idle SSE stream gets, so proxies keep it.
+var sseKeepalive = []byte(": keepalive\n\n")
+
 // wsFrame builds an unmasked, final server frame.
 func wsFrame(opcode byte, payload []byte) []byte {
 	n := len(payload)
@@ -677,7 +679,7 @@ func (s *server) handleSSE(w http.ResponseWriter, r *http.Request) error {
 		case next.gone:
 			return nil
 		case next.keepalive:
-			if send([]byte(": keepalive\n\n")) != nil {
+			if send(sseKeepalive) != nil {
 				return nil
 			}
 			continue
