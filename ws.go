@@ -310,6 +310,19 @@ func (s *server) startSubscription(req streamRequest, who principal) (*subscript
 	if req.since >= 0 {
 		seen = req.since
 	}
+	if seen > pos {
+		// Ahead of this replica: either another replica's feed is ahead of
+		// ours (the events up to since exist; skip them as they come, so
+		// none repeats), or since names no event at all: then live only.
+		newest, err := s.store.LatestEventSeq(context.Background())
+		if err != nil {
+			s.hub.unsubscribe(sub)
+			return nil, 0, err
+		}
+		if seen > newest {
+			seen = pos
+		}
+	}
 	return &subscription{s: s, sub: sub, seen: seen}, pos, nil
 }
 
@@ -476,7 +489,11 @@ func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest, w
 	defer conn.Close()
 	c, pos, err := s.startSubscription(req, who)
 	if err != nil {
-		writeWS(conn, wsCloseFrame(closeTryAgainLater, "server shutting down"), s.hub.writeTimeout)
+		reason := "database unavailable; try again"
+		if errors.Is(err, errShuttingDown) {
+			reason = "server shutting down"
+		}
+		writeWS(conn, wsCloseFrame(closeTryAgainLater, reason), s.hub.writeTimeout)
 		return
 	}
 	defer c.close()
