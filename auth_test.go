@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,6 +59,100 @@ func TestRegisterValidation(t *testing.T) {
 				t.Errorf("problems = %v, want %v", got, tt.wantTypes)
 			}
 		})
+	}
+}
+
+// TestRegisterAcceptsEdges registers names and passwords right at the
+// limits of the rules; the refusals just past them are in
+// TestRegisterValidation.
+func TestRegisterAcceptsEdges(t *testing.T) {
+	ts := newTestServer(t)
+	for _, tt := range []struct {
+		name, username, password string
+	}{
+		{"3-character username", "abc", "password1"},
+		{"dot in username", "a.b", "password1"},
+		{"underscore and hyphen in username", "x_y-z", "password1"},
+		{"50-character username", strings.Repeat("u", 50), "password1"},
+		{"128-character password", "longpass", strings.Repeat("p", 128)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ts.request(t, "POST", "/api/v1/register", fmt.Sprintf(`{"username":%q,"password":%q}`, tt.username, tt.password))
+			r.mustStatus(t, "POST /api/v1/register", http.StatusCreated)
+			var reg map[string]any
+			r.json(t, &reg)
+			if want := map[string]any{"message": "User registered successfully", "data": tt.username}; !reflect.DeepEqual(reg, want) {
+				t.Errorf("register body = %v, want %v", reg, want)
+			}
+			// The whole password was kept: it logs in.
+			ts.login(t, tt.username, tt.password)
+		})
+	}
+}
+
+// TestLoginUnknownUserHashes checks that a login for a name no account has
+// still verifies a password, against the dummy hash, so it waits for a
+// hashing slot like a real one and its timing does not tell which names exist.
+func TestLoginUnknownUserHashes(t *testing.T) {
+	ts := newTestServer(t)
+	sem := ts.srv.passwords.sem
+	if got, want := cap(sem), runtime.NumCPU(); got != want {
+		t.Errorf("cap(passwords.sem) = %d, want runtime.NumCPU() = %d", got, want)
+	}
+	for range cap(sem) {
+		sem <- struct{}{}
+	}
+	drained := false
+	drain := func() {
+		if !drained {
+			for range cap(sem) {
+				<-sem
+			}
+			drained = true
+		}
+	}
+	t.Cleanup(drain)
+
+	type result struct {
+		status int
+		body   []byte
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := ts.Client().Post(ts.URL+"/api/v1/login", "application/json", strings.NewReader(`{"username":"nobody","password":"password1"}`))
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		done <- result{status: resp.StatusCode, body: b, err: err}
+	}()
+
+	var res result
+	answered := false
+	select {
+	case res = <-done:
+		answered = true
+		t.Errorf("login of an unknown user answered %d %s with every hashing slot taken, want it to wait for one", res.status, res.body)
+	case <-time.After(200 * time.Millisecond):
+	}
+	drain()
+	if !answered {
+		select {
+		case res = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("login of an unknown user did not answer within 10s of the hashing slots freeing")
+		}
+	}
+	if res.err != nil {
+		t.Fatalf("POST /api/v1/login: %v", res.err)
+	}
+	r := response{status: res.status, body: res.body}
+	r.mustStatus(t, "POST /api/v1/login", http.StatusUnauthorized)
+	if d := r.detail(t); d != "Incorrect username or password" {
+		t.Errorf("detail = %v, want Incorrect username or password", d)
 	}
 }
 

@@ -70,6 +70,39 @@ func TestLoadConfig(t *testing.T) {
 			}
 		}},
 		{name: "bad PORT", env: with("PORT", "http"), wantErrs: []string{"PORT must be a port number"}},
+		{name: "REOPEN_WINDOW default", env: base, check: func(t *testing.T, cfg config) {
+			if cfg.reopenWindow != 5*time.Minute {
+				t.Errorf("reopenWindow = %v, want 5m", cfg.reopenWindow)
+			}
+		}},
+		{name: "REOPEN_WINDOW 0 never reopens", env: with("REOPEN_WINDOW", "0"), check: func(t *testing.T, cfg config) {
+			if cfg.reopenWindow != 0 {
+				t.Errorf("reopenWindow = %v, want 0", cfg.reopenWindow)
+			}
+		}},
+		{name: "REOPEN_WINDOW 10m", env: with("REOPEN_WINDOW", "10m"), check: func(t *testing.T, cfg config) {
+			if cfg.reopenWindow != 10*time.Minute {
+				t.Errorf("reopenWindow = %v, want 10m", cfg.reopenWindow)
+			}
+		}},
+		{name: "bad REOPEN_WINDOW", env: with("REOPEN_WINDOW", "soon"),
+			wantErrs: []string{`REOPEN_WINDOW must be a duration such as 5m, or 0 to never reopen, not "soon"`}},
+		{name: "negative REOPEN_WINDOW", env: with("REOPEN_WINDOW", "-5m"),
+			wantErrs: []string{`REOPEN_WINDOW must be a duration such as 5m, or 0 to never reopen, not "-5m"`}},
+		{name: "WS_PING_INTERVAL default", env: base, check: func(t *testing.T, cfg config) {
+			if cfg.wsPingInterval != 30*time.Second {
+				t.Errorf("wsPingInterval = %v, want 30s", cfg.wsPingInterval)
+			}
+		}},
+		{name: "WS_PING_INTERVAL 5s", env: with("WS_PING_INTERVAL", "5s"), check: func(t *testing.T, cfg config) {
+			if cfg.wsPingInterval != 5*time.Second {
+				t.Errorf("wsPingInterval = %v, want 5s", cfg.wsPingInterval)
+			}
+		}},
+		{name: "WS_PING_INTERVAL 0 refused", env: with("WS_PING_INTERVAL", "0"),
+			wantErrs: []string{`WS_PING_INTERVAL must be a duration from 1s to 1h, such as 30s, not "0"`}},
+		{name: "WS_PING_INTERVAL 2h refused", env: with("WS_PING_INTERVAL", "2h"),
+			wantErrs: []string{`WS_PING_INTERVAL must be a duration from 1s to 1h, such as 30s, not "2h"`}},
 		{name: "docs scripts", env: with("DOCS_SWAGGER_JS", "/static/swagger.js", "DOCS_REDOC_JS", "/static/redoc.js"), check: func(t *testing.T, cfg config) {
 			if cfg.docsSwaggerJS != "/static/swagger.js" || cfg.docsRedocJS != "/static/redoc.js" {
 				t.Errorf("docs scripts = %q %q", cfg.docsSwaggerJS, cfg.docsRedocJS)

@@ -71,7 +71,7 @@ func TestIncidentCreate(t *testing.T) {
 		t.Errorf("incident = %v", body)
 	}
 	created, _ := body["created_at"].(string)
-	if ts, err := time.Parse(time.RFC3339, created); err != nil || !strings.HasSuffix(created, "Z") || !ts.Equal(ts.UTC()) {
+	if _, err := time.Parse(time.RFC3339, created); err != nil || !strings.HasSuffix(created, "Z") {
 		t.Errorf("created_at = %q, want RFC 3339 in UTC", created)
 	}
 
@@ -91,7 +91,11 @@ func TestIncidentCreate(t *testing.T) {
 
 func TestBodyLimits(t *testing.T) {
 	ts := newTestServer(t)
-	big := `{"title":"t","severity":"low","description":"` + strings.Repeat("x", maxBodyBytes) + `"}`
+	const mib = 1 << 20
+	// Just under the limit the body is read, and validated.
+	almost := `{"title":"t","severity":"low","description":"` + strings.Repeat("x", mib-100) + `"}`
+	ts.request(t, "POST", "/api/v1/incidents", almost).mustStatus(t, "a body just under 1 MiB", http.StatusUnprocessableEntity)
+	big := `{"title":"t","severity":"low","description":"` + strings.Repeat("x", mib) + `"}`
 	for _, path := range []string{"/api/v1/incidents", "/api/v1/register", "/api/v1/login"} {
 		r := ts.request(t, "POST", path, big)
 		r.mustStatus(t, "POST "+path+" over 1 MiB", http.StatusRequestEntityTooLarge)

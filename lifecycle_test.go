@@ -599,6 +599,79 @@ func TestNotes(t *testing.T) {
 	ts.request(t, "GET", fmt.Sprintf("/api/v1/incidents/%d/notes?after=-1", inc.ID), "").mustStatus(t, "after -1", http.StatusUnprocessableEntity)
 }
 
+// TestTimelinePagination follows the timeline's Link headers page by page
+// and checks every event comes once, in order, and none of another
+// incident's slip in.
+func TestTimelinePagination(t *testing.T) {
+	ts := newTestServer(t)
+	token := ts.register(t, "admin", "password1")
+	inc := ts.createIncident(t, "flapping", "high")
+	other := ts.createIncident(t, "bystander", "low")
+	// Six acknowledge/unacknowledge pairs: with "added", 13 events. The other
+	// incident's events take seq numbers in between.
+	for i := range 6 {
+		ts.patch(t, inc.ID, "acknowledge", token, "").mustStatus(t, fmt.Sprintf("acknowledge %d", i+1), http.StatusOK)
+		ts.patch(t, other.ID, "acknowledge", token, "").mustStatus(t, "acknowledge the other", http.StatusOK)
+		ts.patch(t, inc.ID, "unacknowledge", token, "").mustStatus(t, fmt.Sprintf("unacknowledge %d", i+1), http.StatusOK)
+		ts.patch(t, other.ID, "unacknowledge", token, "").mustStatus(t, "unacknowledge the other", http.StatusOK)
+	}
+
+	var (
+		seqs      []int64
+		types     []string
+		pageSizes []int
+	)
+	seen := map[int64]int{}
+	path := fmt.Sprintf("/api/v1/incidents/%d/events?limit=5", inc.ID)
+	for pages := 0; path != ""; pages++ {
+		if pages > 10 {
+			t.Fatal("more than 10 pages: the Link chain does not end")
+		}
+		r := ts.request(t, "GET", path, "").mustStatus(t, "GET "+path, http.StatusOK)
+		var page []eventView
+		r.json(t, &page)
+		pageSizes = append(pageSizes, len(page))
+		for _, e := range page {
+			seqs = append(seqs, e.Seq)
+			types = append(types, e.Type)
+			seen[e.Seq]++
+			var data incident
+			if err := json.Unmarshal(e.Data, &data); err != nil || data.ID != inc.ID {
+				t.Errorf("event seq %d is of incident %d (%v), want %d", e.Seq, data.ID, err, inc.ID)
+			}
+		}
+		next := nextLink(t, r)
+		if next != "" && len(page) == 0 {
+			t.Fatalf("empty page %s has a next link", path)
+		}
+		path = next
+	}
+
+	if len(seqs) != 13 {
+		t.Errorf("walked %d events, want 13", len(seqs))
+	}
+	if want := []int{5, 5, 3}; !reflect.DeepEqual(pageSizes, want) {
+		t.Errorf("page sizes = %v, want %v", pageSizes, want)
+	}
+	for seq, n := range seen {
+		if n != 1 {
+			t.Errorf("seq %d came %d times, want once", seq, n)
+		}
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] <= seqs[i-1] {
+			t.Errorf("seq %d came after %d, want strictly increasing", seqs[i], seqs[i-1])
+		}
+	}
+	want := []string{"added"}
+	for range 6 {
+		want = append(want, "acknowledged", "unacknowledged")
+	}
+	if !reflect.DeepEqual(types, want) {
+		t.Errorf("timeline types = %v, want %v", types, want)
+	}
+}
+
 func TestStats(t *testing.T) {
 	ts := newTestServer(t)
 	token := ts.register(t, "oncall", "password1")
