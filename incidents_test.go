@@ -192,6 +192,16 @@ func seedIncidents(t *testing.T, db *sql.DB, n int) {
 	}
 }
 
+// mustBeNewestFirst fails unless ids strictly decrease.
+func mustBeNewestFirst(t *testing.T, what string, ids []int64) {
+	t.Helper()
+	for i := 1; i < len(ids); i++ {
+		if ids[i] >= ids[i-1] {
+			t.Fatalf("%s: ids not strictly newest first at %d: %d then %d", what, i, ids[i-1], ids[i])
+		}
+	}
+}
+
 func TestIncidentListPagination(t *testing.T) {
 	ts := newTestServer(t)
 	seedIncidents(t, ts.st.db, 300)
@@ -200,11 +210,7 @@ func TestIncidentListPagination(t *testing.T) {
 	if len(all) != 300 {
 		t.Fatalf("walked %d incidents, want 300", len(all))
 	}
-	for i := 1; i < len(all); i++ {
-		if all[i] >= all[i-1] {
-			t.Fatalf("ids not strictly newest first at %d: %d then %d", i, all[i-1], all[i])
-		}
-	}
+	mustBeNewestFirst(t, "the whole walk", all)
 	if got := walk(t, ts, "/api/v1/incidents"); len(got) != 300 {
 		t.Errorf("default page size walk = %d incidents, want 300", len(got))
 	}
@@ -236,6 +242,7 @@ func TestIncidentListPagination(t *testing.T) {
 		"/api/v1/incidents?status=open&severity=high&severity=critical&limit=9",
 	} {
 		got := walk(t, ts, path)
+		mustBeNewestFirst(t, path, got) // and so without repeats
 		if len(got) != len(want) {
 			t.Errorf("%s: %d incidents, want %d", path, len(got), len(want))
 		}
