@@ -7,9 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -388,13 +386,11 @@ func TestFirstUserIsAdminAndClosedRegistration(t *testing.T) {
 	// With open registration, later users are responders; a race of first
 	// registrations makes exactly one admin.
 	open := newTestServer(t)
-	var wg sync.WaitGroup
-	for i := range 5 {
-		wg.Go(func() {
-			open.request(t, "POST", "/api/v1/register", fmt.Sprintf(`{"username":"racer%d","password":"password-x"}`, i)).mustStatus(t, "register", 201)
-		})
+	if count := statusCounts(inParallel(5, func(i int) response {
+		return open.request(t, "POST", "/api/v1/register", fmt.Sprintf(`{"username":"racer%d","password":"password-x"}`, i))
+	})); count[201] != 5 {
+		t.Errorf("racing registrations = %v, want 5 × 201", count)
 	}
-	wg.Wait()
 	var admins, responders int
 	open.st.db.QueryRow(`SELECT count(*) FILTER (WHERE role = 'admin'), count(*) FILTER (WHERE role = 'responder') FROM users`).Scan(&admins, &responders)
 	if admins != 1 || responders != 4 {
@@ -480,19 +476,11 @@ func TestLastAdminIsProtected(t *testing.T) {
 	// is refused by the store (409) or, if the first committed before it was
 	// authorized, by access control (403).
 	tm.request(t, "PATCH", fmt.Sprintf("/api/v1/users/%d", tm.ids["responder"]), `{"role":"admin"}`, admin...).mustStatus(t, "promote", 200)
-	results := make(chan int, 2)
-	var wg sync.WaitGroup
-	for _, target := range []string{self, fmt.Sprintf("/api/v1/users/%d", tm.ids["responder"])} {
-		wg.Go(func() { results <- tm.request(t, "PATCH", target, `{"role":"viewer"}`, admin...).status })
-	}
-	wg.Wait()
-	close(results)
-	var got []int
-	for s := range results {
-		got = append(got, s)
-	}
-	slices.Sort(got)
-	if !slices.Equal(got, []int{200, 409}) && !slices.Equal(got, []int{200, 403}) {
+	targets := []string{self, fmt.Sprintf("/api/v1/users/%d", tm.ids["responder"])}
+	got := statusCounts(inParallel(2, func(i int) response {
+		return tm.request(t, "PATCH", targets[i], `{"role":"viewer"}`, admin...)
+	}))
+	if got[200] != 1 || got[409]+got[403] != 1 {
 		t.Errorf("statuses = %v, want one 200 and one 409 or 403", got)
 	}
 	var active int
@@ -884,19 +872,9 @@ func TestAPIKeyLimitUnderConcurrency(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var wg sync.WaitGroup
-	statuses := make(chan int, 20)
-	for range 20 {
-		wg.Go(func() {
-			statuses <- tm.request(t, "POST", "/api/v1/api-keys", `{"name":"x","scopes":["incidents:read"]}`, bearer(tok)...).status
-		})
-	}
-	wg.Wait()
-	close(statuses)
-	count := map[int]int{}
-	for s := range statuses {
-		count[s]++
-	}
+	count := statusCounts(inParallel(20, func(int) response {
+		return tm.request(t, "POST", "/api/v1/api-keys", `{"name":"x","scopes":["incidents:read"]}`, bearer(tok)...)
+	}))
 	if count[201] != 2 || count[409] != 18 {
 		t.Errorf("statuses = %v, want 2 × 201 and 18 × 409", count)
 	}

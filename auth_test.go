@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -235,24 +234,13 @@ func TestRegisterAndLogin(t *testing.T) {
 func TestRegisterConcurrentDuplicates(t *testing.T) {
 	ts := newTestServer(t)
 	const n = 8
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			name := "racer"
-			if i%2 == 1 {
-				name = "RACER"
-			}
-			statuses[i] = ts.request(t, "POST", "/api/v1/register", fmt.Sprintf(`{"username":%q,"password":"password-%d"}`, name, i)).status
-		}()
-	}
-	wg.Wait()
-	count := map[int]int{}
-	for _, s := range statuses {
-		count[s]++
-	}
+	count := statusCounts(inParallel(n, func(i int) response {
+		name := "racer"
+		if i%2 == 1 {
+			name = "RACER"
+		}
+		return ts.request(t, "POST", "/api/v1/register", fmt.Sprintf(`{"username":%q,"password":"password-%d"}`, name, i))
+	}))
 	if count[http.StatusCreated] != 1 || count[http.StatusConflict] != n-1 {
 		t.Errorf("statuses = %v, want one 201 and %d 409", count, n-1)
 	}

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -354,20 +353,9 @@ func TestIncidentResolveConcurrent(t *testing.T) {
 	for round := range 5 {
 		inc := ts.createIncident(t, fmt.Sprintf("race %d", round), "high")
 		const n = 6
-		statuses := make([]int, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				statuses[i] = ts.request(t, "PATCH", fmt.Sprintf("/api/v1/incidents/%d/resolve", inc.ID), "", bearer(token)...).status
-			}()
-		}
-		wg.Wait()
-		count := map[int]int{}
-		for _, s := range statuses {
-			count[s]++
-		}
+		count := statusCounts(inParallel(n, func(int) response {
+			return ts.request(t, "PATCH", fmt.Sprintf("/api/v1/incidents/%d/resolve", inc.ID), "", bearer(token)...)
+		}))
 		if count[http.StatusOK] != 1 || count[http.StatusConflict] != n-1 {
 			t.Errorf("round %d statuses = %v, want one 200 and %d 409", round, count, n-1)
 		}

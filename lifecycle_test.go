@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -240,20 +239,9 @@ func TestConcurrentAcknowledges(t *testing.T) {
 		tokens = append(tokens, ts.register(t, fmt.Sprintf("responder%d", i), "password1"))
 	}
 	inc := ts.createIncident(t, "race to ack", "critical")
-	statuses := make([]int, len(tokens))
-	var wg sync.WaitGroup
-	for i, token := range tokens {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			statuses[i] = ts.patch(t, inc.ID, "acknowledge", token, "").status
-		}()
-	}
-	wg.Wait()
-	count := map[int]int{}
-	for _, s := range statuses {
-		count[s]++
-	}
+	count := statusCounts(inParallel(len(tokens), func(i int) response {
+		return ts.patch(t, inc.ID, "acknowledge", tokens[i], "")
+	}))
 	if count[http.StatusOK] != 1 || count[http.StatusConflict] != len(tokens)-1 {
 		t.Errorf("statuses = %v, want one 200 and the rest 409", count)
 	}
@@ -278,16 +266,10 @@ func (ts *testServer) report(t *testing.T, key, severity string) (response, inci
 func TestDedupParallel(t *testing.T) {
 	ts := newTestServer(t)
 	const n = 50
-	responses := make([]response, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			responses[i], _ = ts.report(t, "host-1/disk", "high")
-		}()
-	}
-	wg.Wait()
+	responses := inParallel(n, func(int) response {
+		r, _ := ts.report(t, "host-1/disk", "high")
+		return r
+	})
 	count := map[string]int{}
 	for _, r := range responses {
 		count[fmt.Sprintf("%d %s", r.status, r.header.Get("X-Dedup"))]++

@@ -309,4 +309,25 @@ func (ts *testServer) createIncident(t testing.TB, title, severity string) incid
 	return inc
 }
 
+// inParallel sends n requests at once, request(i) making the i-th, and
+// returns their responses in order.
+func inParallel(n int, request func(i int) response) []response {
+	responses := make([]response, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { responses[i] = request(i) })
+	}
+	wg.Wait()
+	return responses
+}
+
+// statusCounts counts responses by status.
+func statusCounts(responses []response) map[int]int {
+	count := map[int]int{}
+	for _, r := range responses {
+		count[r.status]++
+	}
+	return count
+}
+
 func bearer(token string) []string { return []string{"Authorization", "Bearer " + token} }
