@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	"golang.org/x/net/websocket"
 )
 
@@ -315,6 +316,62 @@ func TestWSHelloFiltersAndValidation(t *testing.T) {
 	}
 	r := ts.request(t, "GET", "/api/v1/ws", "")
 	r.mustStatus(t, "plain GET /api/v1/ws", http.StatusBadRequest)
+}
+
+// SSE takes the same filters and refuses the same bad values.
+func TestSSEFiltersAndValidation(t *testing.T) {
+	ts := newTestServer(t)
+	sse := openSSE(t, ts, "/api/v1/events?severity=high,critical&status=open")
+	if ev, ok := sse.next(t); !ok || ev.event != "hello" {
+		t.Fatalf("first SSE event = %+v, %v", ev, ok)
+	}
+	ts.createIncident(t, "low one", "low")
+	high := ts.createIncident(t, "high one", "high")
+	ts.createIncident(t, "medium one", "medium")
+	crit := ts.createIncident(t, "critical one", "critical")
+	for _, want := range []int64{high.ID, crit.ID} {
+		ev, ok := sse.next(t)
+		var m received
+		json.Unmarshal([]byte(ev.data), &m)
+		var data incident
+		json.Unmarshal(m.Data, &data)
+		if !ok || ev.event != "added" || data.ID != want {
+			t.Errorf("filtered SSE delivered %+v (incident %d), want incident %d", ev, data.ID, want)
+		}
+	}
+	for query, wantTypes := range map[string]string{
+		"severity=urgent":       "enum@query.severity",
+		"status=closed&since=x": "enum@query.status int_parsing@query.since",
+		"since=-1":              "greater_than_equal@query.since",
+	} {
+		r := ts.request(t, "GET", "/api/v1/events?"+query, "").mustStatus(t, "SSE ?"+query, http.StatusUnprocessableEntity)
+		if got := strings.Join(problemTypes(t, r), " "); got != wantTypes {
+			t.Errorf("SSE ?%s problems = %s, want %s", query, got, wantTypes)
+		}
+	}
+}
+
+// NOTIFY carries the event's id only, never the incident: payloads are
+// capped at 8000 bytes.
+func TestNotifyPayloadIsTheID(t *testing.T) {
+	ts := newTestServer(t)
+	l := pq.NewListener(ts.srv.cfg.databaseURL, 10*time.Millisecond, time.Second, nil)
+	defer l.Close()
+	if err := l.Listen(notifyChannel); err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`{"title":"long","severity":"low","description":%q}`, strings.Repeat("d", 10000))
+	var inc incident
+	ts.request(t, "POST", "/api/v1/incidents", body).mustStatus(t, "create", http.StatusCreated).json(t, &inc)
+	want := eventSeqs(t, ts, 0)
+	select {
+	case n := <-l.Notify:
+		if n == nil || n.Extra != strconv.FormatInt(want[len(want)-1], 10) {
+			t.Errorf("notification = %+v, want the event id %d", n, want[len(want)-1])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification")
+	}
 }
 
 func TestWSOrigin(t *testing.T) {
