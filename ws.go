@@ -195,6 +195,7 @@ const (
 	endOverflow
 	endShutdown
 	endRevoked // the credentials it opened with no longer work
+	endHistory // the stored events could not be read
 )
 
 // subscriber is one WebSocket or SSE connection's view of the hub.
@@ -327,8 +328,9 @@ func (s *server) startSubscription(req streamRequest, who principal) (*subscript
 }
 
 // replay sends the stored events after since up to the hub position the
-// subscription started at; the queue holds everything after that.
-func (c *subscription) replay(ctx context.Context, upTo int64, send func([]byte) error, frame func(*streamEvent) []byte) error {
+// subscription started at, a page per write; the queue holds everything
+// after that.
+func (c *subscription) replay(ctx context.Context, upTo int64, out streamOut) error {
 	for c.seen < upTo {
 		events, err := c.s.store.EventsAfter(ctx, c.seen, upTo, backlogPage)
 		if err != nil {
@@ -337,15 +339,16 @@ func (c *subscription) replay(ctx context.Context, upTo int64, send func([]byte)
 		if len(events) == 0 {
 			break // the rest were ids that never committed
 		}
+		var msgs [][]byte
 		for _, e := range events {
-			ev := newStreamEvent(e)
-			if c.sub.filter.wants(ev) {
-				if err := send(frame(ev)); err != nil {
-					return err
-				}
+			if ev := newStreamEvent(e); c.sub.filter.wants(ev) {
+				msgs = append(msgs, out.frame(ev))
 			}
-			c.seen = e.Seq
 		}
+		if err := out.write(msgs...); err != nil {
+			return err
+		}
+		c.seen = events[len(events)-1].Seq
 	}
 	c.seen = max(c.seen, upTo)
 	return nil
@@ -383,16 +386,81 @@ func (c *subscription) next(gone <-chan struct{}, tick <-chan time.Time) wakeup 
 
 func (c *subscription) close() { c.s.hub.unsubscribe(c.sub) }
 
-// resumeHint tells a client where to pick up.
+// endings say why the server ends a stream, as the client is told.
+var endings = map[endReason]string{
+	endOverflow: "too slow;",
+	endShutdown: "server shutting down;",
+	endRevoked:  "access revoked; authenticate again to",
+	endHistory:  "could not read history;",
+}
+
+// resumeHint tells a client why the server ends its stream and where to
+// pick up.
 func (c *subscription) resumeHint(reason endReason) string {
-	since := strconv.FormatInt(c.seen, 10)
-	switch reason {
-	case endShutdown:
-		return "server shutting down; resume with since=" + since
-	case endRevoked:
-		return "access revoked; authenticate again to resume with since=" + since
+	return endings[reason] + " resume with since=" + strconv.FormatInt(c.seen, 10)
+}
+
+// streamOut is how one kind of connection carries the stream: WebSocket
+// frames or Server-Sent Events.
+type streamOut interface {
+	frame(ev *streamEvent) []byte
+	hello(pos int64) []byte
+	keepalive() []byte
+	// goodbye is the last message when the server ends the stream.
+	goodbye(reason endReason, since int64, hint string) []byte
+	// write sends whole messages with the write deadline.
+	write(msgs ...[]byte) error
+}
+
+// run sends the hello, the history after since, then live events, until
+// the client goes (ctx ends) or the server ends the stream. It reports
+// whether the client went.
+func (c *subscription) run(ctx context.Context, pos int64, out streamOut) (clientGone bool) {
+	if out.write(out.hello(pos)) != nil {
+		return false
 	}
-	return "too slow; resume with since=" + since
+	if err := c.replay(ctx, pos, out); err != nil {
+		if ctx.Err() != nil {
+			return true
+		}
+		c.s.log.Warn("stream replay", "error", err)
+		out.write(out.goodbye(endHistory, c.seen, c.resumeHint(endHistory)))
+		return false
+	}
+	ping := time.NewTicker(c.s.pingInterval)
+	defer ping.Stop()
+	for {
+		next := c.next(ctx.Done(), ping.C)
+		switch {
+		case next.gone:
+			return true
+		case next.keepalive:
+			if out.write(out.keepalive()) != nil {
+				return false
+			}
+			continue
+		}
+		if len(next.events) > 0 {
+			msgs := make([][]byte, len(next.events))
+			for i, ev := range next.events {
+				msgs[i] = out.frame(ev)
+			}
+			if out.write(msgs...) != nil {
+				return false
+			}
+			c.seen = next.events[len(next.events)-1].seq
+		}
+		if next.reason != endNone {
+			out.write(out.goodbye(next.reason, c.seen, c.resumeHint(next.reason)))
+			return false
+		}
+	}
+}
+
+// helloMessage is the first message of every stream: where it starts.
+func helloMessage(pos int64) []byte {
+	b, _ := json.Marshal(streamMessage{Type: "hello", Seq: pos})
+	return b
 }
 
 // handleWS handles GET /api/v1/ws.
@@ -498,79 +566,48 @@ func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest, w
 	}
 	defer c.close()
 
-	clientGone := make(chan struct{})
+	// The reader ends ctx when the client closes or breaks the connection.
+	ctx, cancel := context.WithCancel(context.Background())
 	closeCode := make(chan int, 1)
 	go func() {
-		defer close(clientGone)
+		defer cancel()
 		closeCode <- readClient(ws)
 	}()
+	if c.run(ctx, pos, wsOut{conn: conn, timeout: s.hub.writeTimeout}) {
+		// Answer a close frame with one of our own, as RFC 6455 asks.
+		if code := <-closeCode; code != 0 {
+			writeWS(conn, wsCloseFrame(code, ""), s.hub.writeTimeout)
+		}
+	}
+}
 
-	timeout := s.hub.writeTimeout
-	send := func(frame []byte) error { return writeWS(conn, frame, timeout) }
-	hello, _ := json.Marshal(streamMessage{Type: "hello", Seq: pos})
-	if send(wsFrame(wsOpText, hello)) != nil {
-		return
-	}
-	// Replay stops early if the client leaves; the watcher ends with it.
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		select {
-		case <-clientGone:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	err = c.replay(ctx, pos, send, func(ev *streamEvent) []byte { return ev.wsFrame })
-	replayCut := ctx.Err() != nil
-	cancel()
-	if err != nil {
-		if !replayCut {
-			s.log.Warn("websocket replay", "error", err)
-			writeWS(conn, wsCloseFrame(closeTryAgainLater, "could not read history; resume with since="+strconv.FormatInt(c.seen, 10)), timeout)
-		}
-		return
-	}
+// wsOut carries the stream as WebSocket frames, written straight to the
+// connection.
+type wsOut struct {
+	conn    net.Conn
+	timeout time.Duration
+}
 
-	ping := time.NewTicker(s.pingInterval)
-	defer ping.Stop()
-	for {
-		next := c.next(clientGone, ping.C)
-		switch {
-		case next.gone:
-			// The client closed or broke the connection; answer a close
-			// frame with one of our own, as RFC 6455 asks.
-			if code := <-closeCode; code != 0 {
-				writeWS(conn, wsCloseFrame(code, ""), timeout)
-			}
-			return
-		case next.keepalive:
-			if send(wsPingFrame) != nil {
-				return
-			}
-			continue
-		}
-		if len(next.events) > 0 {
-			frames := make(net.Buffers, len(next.events))
-			for i, ev := range next.events {
-				frames[i] = ev.wsFrame
-			}
-			if writeWSBuffers(conn, frames, timeout) != nil {
-				return
-			}
-			c.seen = next.events[len(next.events)-1].seq
-		}
-		switch next.reason {
-		case endShutdown:
-			writeWS(conn, wsCloseFrame(closeGoingAway, c.resumeHint(next.reason)), timeout)
-			return
-		case endOverflow:
-			writeWS(conn, wsCloseFrame(closeTryAgainLater, c.resumeHint(next.reason)), timeout)
-			return
-		case endRevoked:
-			writeWS(conn, wsCloseFrame(closePolicy, c.resumeHint(next.reason)), timeout)
-			return
-		}
+// wsCloseCodes close a stream the server ends.
+var wsCloseCodes = map[endReason]int{
+	endOverflow: closeTryAgainLater,
+	endShutdown: closeGoingAway,
+	endRevoked:  closePolicy,
+	endHistory:  closeTryAgainLater,
+}
+
+func (o wsOut) frame(ev *streamEvent) []byte { return ev.wsFrame }
+func (o wsOut) hello(pos int64) []byte       { return wsFrame(wsOpText, helloMessage(pos)) }
+func (o wsOut) keepalive() []byte            { return wsPingFrame }
+func (o wsOut) goodbye(reason endReason, _ int64, hint string) []byte {
+	return wsCloseFrame(wsCloseCodes[reason], hint)
+}
+
+func (o wsOut) write(msgs ...[]byte) error {
+	if len(msgs) == 0 {
+		return nil
 	}
+	return writeWSBuffers(o.conn, msgs, o.timeout)
 }
 
 // readClient reads and drops client frames until the connection ends, and
@@ -669,48 +706,38 @@ func (s *server) handleSSE(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer c.close()
 
-	rc := http.NewResponseController(w)
-	send := func(b []byte) error {
-		rc.SetWriteDeadline(time.Now().Add(s.hub.writeTimeout))
-		if _, err := w.Write(b); err != nil {
-			return err
-		}
-		return rc.Flush()
-	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no") // nginx would buffer the stream
 	w.WriteHeader(http.StatusOK)
-	hello, _ := json.Marshal(streamMessage{Type: "hello", Seq: pos})
-	if send(sseMessage("", "hello", hello)) != nil {
+	c.run(r.Context(), pos, sseOut{w: w, rc: http.NewResponseController(w), timeout: s.hub.writeTimeout})
+	return nil
+}
+
+// sseOut carries the stream as Server-Sent Events, flushed per write.
+type sseOut struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (o sseOut) frame(ev *streamEvent) []byte { return ev.sse }
+func (o sseOut) hello(pos int64) []byte       { return sseMessage("", "hello", helloMessage(pos)) }
+func (o sseOut) keepalive() []byte            { return sseKeepalive }
+func (o sseOut) goodbye(_ endReason, since int64, hint string) []byte {
+	bye, _ := json.Marshal(map[string]any{"type": "close", "since": since, "reason": hint})
+	return sseMessage("", "close", bye)
+}
+
+func (o sseOut) write(msgs ...[]byte) error {
+	if len(msgs) == 0 {
 		return nil
 	}
-	if err := c.replay(r.Context(), pos, send, func(ev *streamEvent) []byte { return ev.sse }); err != nil {
-		return nil
-	}
-	keepalive := time.NewTicker(s.pingInterval)
-	defer keepalive.Stop()
-	for {
-		next := c.next(r.Context().Done(), keepalive.C)
-		switch {
-		case next.gone:
-			return nil
-		case next.keepalive:
-			if send(sseKeepalive) != nil {
-				return nil
-			}
-			continue
-		}
-		for _, ev := range next.events {
-			if send(ev.sse) != nil {
-				return nil
-			}
-			c.seen = ev.seq
-		}
-		if next.reason != endNone {
-			bye, _ := json.Marshal(map[string]any{"type": "close", "since": c.seen, "reason": c.resumeHint(next.reason)})
-			send(sseMessage("", "close", bye))
-			return nil
+	o.rc.SetWriteDeadline(time.Now().Add(o.timeout))
+	for _, m := range msgs {
+		if _, err := o.w.Write(m); err != nil {
+			return err
 		}
 	}
+	return o.rc.Flush()
 }
