@@ -515,11 +515,7 @@ type hijackedConn struct {
 }
 
 func (h *hijackedConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	hj, ok := h.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, errors.New("response writer does not support hijacking")
-	}
-	conn, rw, err := hj.Hijack()
+	conn, rw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
