@@ -54,8 +54,8 @@ func (tm *team) createUser(t *testing.T, name, role string) userView {
 	return u
 }
 
-// report creates an incident as the admin, which works in private mode too.
-func (tm *team) report(t *testing.T, title string) incident {
+// reportAsAdmin creates an incident as the admin, which works in private mode too.
+func (tm *team) reportAsAdmin(t *testing.T, title string) incident {
 	t.Helper()
 	var inc incident
 	tm.request(t, "POST", "/api/v1/incidents", fmt.Sprintf(`{"title":%q,"description":"d","severity":"low"}`, title),
@@ -121,7 +121,7 @@ var letIn = map[string]int{
 // want[route][caller] ("in" meaning letIn), reporting every mismatch.
 func (tm *team) checkMatrix(t *testing.T, callers map[string][]string, want map[string]map[string]any) {
 	t.Helper()
-	inc := tm.report(t, "matrix")
+	inc := tm.reportAsAdmin(t, "matrix")
 	calls := tm.routeCalls(inc.ID)
 	if len(calls) != len(want) {
 		t.Fatalf("matrix has %d routes, want table %d", len(calls), len(want))
@@ -220,7 +220,7 @@ func TestKeyScopeMatrix(t *testing.T) {
 		t.Errorf("detail = %q", got)
 	}
 	_, responderKey := tm.newKey(t, tm.tokens["responder"], "ops", "incidents:manage", "incidents:read")
-	inc := tm.report(t, "demoted")
+	inc := tm.reportAsAdmin(t, "demoted")
 	tm.request(t, "PATCH", fmt.Sprintf("/api/v1/users/%d", tm.ids["responder"]), `{"role":"viewer"}`, bearer(tm.tokens["admin"])...).mustStatus(t, "demote", 200)
 	tm.patch(t, inc.ID, "acknowledge", responderKey, "").mustStatus(t, "demoted owner's key", 403)
 }
@@ -814,7 +814,7 @@ func TestOpenStreamsEndWhenAccessIsRevoked(t *testing.T) {
 	// Disabling the user ends the rest; the admin's stream goes on.
 	tm.request(t, "PATCH", fmt.Sprintf("/api/v1/users/%d", tm.ids["viewer"]), `{"disabled":true}`, bearer(tm.tokens["admin"])...).mustStatus(t, "disable", 200)
 	expectRevoked(t, byKeptKey)
-	inc := tm.report(t, "after the purge")
+	inc := tm.reportAsAdmin(t, "after the purge")
 	got := admin.readMessage(t)
 	var data incident
 	json.Unmarshal(got.Data, &data)

@@ -6,19 +6,17 @@ import (
 	"time"
 )
 
+// with is a valid environment with kv (name, value pairs) set on top.
+func with(kv ...string) map[string]string {
+	env := map[string]string{"DATABASE_URL": "postgres://u:p@localhost/incidents", "SECRET_KEY": strings.Repeat("s", 32)}
+	for i := 0; i+1 < len(kv); i += 2 {
+		env[kv[i]] = kv[i+1]
+	}
+	return env
+}
+
 func TestLoadConfig(t *testing.T) {
 	secret := strings.Repeat("s", 32)
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@localhost/incidents", "SECRET_KEY": secret}
-	with := func(kv ...string) map[string]string {
-		env := map[string]string{}
-		for k, v := range base {
-			env[k] = v
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			env[kv[i]] = kv[i+1]
-		}
-		return env
-	}
 	for _, tt := range []struct {
 		name     string
 		env      map[string]string
@@ -26,7 +24,7 @@ func TestLoadConfig(t *testing.T) {
 		wantErrs []string // substrings the one error message must contain
 		check    func(t *testing.T, cfg config)
 	}{
-		{name: "defaults", env: base, check: func(t *testing.T, cfg config) {
+		{name: "defaults", env: with(), check: func(t *testing.T, cfg config) {
 			if cfg.algorithm != "HS256" || cfg.tokenTTL != time.Hour || cfg.addr != ":8080" || len(cfg.allowedOrigins) != 0 {
 				t.Errorf("defaults = %q %v %q %v, want HS256 1h :8080 []", cfg.algorithm, cfg.tokenTTL, cfg.addr, cfg.allowedOrigins)
 			}
@@ -70,7 +68,7 @@ func TestLoadConfig(t *testing.T) {
 			}
 		}},
 		{name: "bad PORT", env: with("PORT", "http"), wantErrs: []string{"PORT must be a port number"}},
-		{name: "REOPEN_WINDOW default", env: base, check: func(t *testing.T, cfg config) {
+		{name: "REOPEN_WINDOW default", env: with(), check: func(t *testing.T, cfg config) {
 			if cfg.reopenWindow != 5*time.Minute {
 				t.Errorf("reopenWindow = %v, want 5m", cfg.reopenWindow)
 			}
@@ -89,7 +87,7 @@ func TestLoadConfig(t *testing.T) {
 			wantErrs: []string{`REOPEN_WINDOW must be a duration such as 5m, or 0 to never reopen, not "soon"`}},
 		{name: "negative REOPEN_WINDOW", env: with("REOPEN_WINDOW", "-5m"),
 			wantErrs: []string{`REOPEN_WINDOW must be a duration such as 5m, or 0 to never reopen, not "-5m"`}},
-		{name: "WS_PING_INTERVAL default", env: base, check: func(t *testing.T, cfg config) {
+		{name: "WS_PING_INTERVAL default", env: with(), check: func(t *testing.T, cfg config) {
 			if cfg.wsPingInterval != 30*time.Second {
 				t.Errorf("wsPingInterval = %v, want 30s", cfg.wsPingInterval)
 			}
@@ -176,17 +174,6 @@ EMPTY=
 }
 
 func TestLoadConfigAccess(t *testing.T) {
-	base := map[string]string{"DATABASE_URL": "postgres://u:p@localhost/incidents", "SECRET_KEY": strings.Repeat("s", 32)}
-	with := func(kv ...string) map[string]string {
-		env := map[string]string{}
-		for k, v := range base {
-			env[k] = v
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			env[kv[i]] = kv[i+1]
-		}
-		return env
-	}
 	defaults := limitSettings{
 		loginUser: countLimit{n: 5, window: 15 * time.Minute},
 		loginIP:   countLimit{n: 20, window: time.Minute},
@@ -212,7 +199,7 @@ func TestLoadConfigAccess(t *testing.T) {
 		wantProxies string // the prefixes, comma-separated
 		wantErrs    []string
 	}{
-		{name: "defaults", env: base, wantAccess: open, wantLimits: defaults},
+		{name: "defaults", env: with(), wantAccess: open, wantLimits: defaults},
 		{name: "everything closed", env: with("REGISTRATION", "closed", "PUBLIC_INGEST", "false", "PUBLIC_READ", "false", "RATE_LIMITS", "off"),
 			wantAccess: switches{}, wantLimits: defaults},
 		{name: "everything open, spelled loosely", env: with("REGISTRATION", " Open ", "PUBLIC_INGEST", "TRUE", "PUBLIC_READ", "True", "RATE_LIMITS", "ON"),
