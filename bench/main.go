@@ -441,8 +441,7 @@ type result struct {
 	opts options
 
 	connected       int
-	connectErrors   []string
-	connectErrorN   int
+	connectErrors   failures
 	connectTime     time.Duration
 	postTarget      int
 	posted          int
@@ -473,7 +472,7 @@ type result struct {
 
 func (r *result) passed() bool {
 	return r.lost == 0 && r.duplicates == 0 && r.outOfOrder == 0 && r.disconnects.count() == 0 &&
-		r.connectErrorN == 0 && r.postErrors.count() == 0 && r.posted > 0
+		r.connectErrors.count() == 0 && r.postErrors.count() == 0 && r.posted > 0
 }
 
 func runFanout(o options) (*result, error) {
@@ -588,7 +587,7 @@ func connectAll(o options, tr *tracker, r *result, window int) ([]*subscriber, e
 	var (
 		mu      sync.Mutex
 		subs    []*subscriber
-		errs    failures
+		errs    = &r.connectErrors
 		next    atomic.Int64
 		workers sync.WaitGroup
 	)
@@ -617,7 +616,6 @@ func connectAll(o options, tr *tracker, r *result, window int) ([]*subscriber, e
 	workers.Wait()
 	r.connectTime = time.Since(start)
 	r.connected = len(subs)
-	r.connectErrorN, r.connectErrors = errs.n, errs.first
 	logf(tr, "%d subscribers connected in %s, %d failed", len(subs), r.connectTime.Round(time.Millisecond), errs.n)
 	for _, e := range errs.first {
 		logf(tr, "  connect error: %s", e)
@@ -638,7 +636,7 @@ func dial(wsURL, origin string, timeout time.Duration) (*subscriber, error) {
 		return nil, err
 	}
 	ws.conn.SetReadDeadline(time.Now().Add(timeout))
-	msg, err := ws.readMessage()
+	msg, err := ws.readHello()
 	if err != nil {
 		ws.conn.Close()
 		return nil, fmt.Errorf("read hello: %w", err)
@@ -838,7 +836,7 @@ func (r *result) print(w io.Writer) {
 	line("url", "%s", o.url)
 	line("subscribers_requested", "%d", o.subscribers)
 	line("subscribers_connected", "%d", r.connected)
-	line("connect_errors", "%d", r.connectErrorN)
+	line("connect_errors", "%d", r.connectErrors.count())
 	line("connect_time", "%s", r.connectTime.Round(time.Millisecond))
 	line("rate_target", "%g/s", o.rate)
 	line("duration", "%s", o.duration)
@@ -901,7 +899,7 @@ func (r *result) print(w io.Writer) {
 		result = "FAIL"
 	}
 	line("result", "%s", result)
-	for _, e := range r.connectErrors {
+	for _, e := range r.connectErrors.first {
 		fmt.Fprintf(w, "connect error: %s\n", e)
 	}
 	for _, e := range r.postErrors.first {

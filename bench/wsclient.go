@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha1"
@@ -23,7 +24,6 @@ import (
 type wsConn struct {
 	conn net.Conn
 	br   *bufio.Reader
-	buf  []byte // the last message; reused
 }
 
 // WebSocket opcodes (RFC 6455, section 5.2).
@@ -100,59 +100,25 @@ func handshake(conn net.Conn, u *url.URL, origin string) (*wsConn, error) {
 	return &wsConn{conn: conn, br: br}, nil
 }
 
-// readMessage returns the next text or binary message; the slice is valid
-// until the next call. Pings are answered; a close frame ends the stream.
-// It reads the hello, before the subscriber takes the socket over.
-func (c *wsConn) readMessage() ([]byte, error) {
-	c.buf = c.buf[:0]
+// readHello returns the first message, the server's hello, and leaves
+// what follows it in br for the reader loop. The hello is one short frame
+// before anything else, so the frame parser of the loops serves here too.
+func (c *wsConn) readHello() ([]byte, error) {
 	for {
-		var head [2]byte
-		if _, err := io.ReadFull(c.br, head[:]); err != nil {
+		b, _ := c.br.Peek(c.br.Buffered())
+		f, n, err := parseFrame(b)
+		switch {
+		case err != nil:
 			return nil, err
-		}
-		fin, op := head[0]&0x80 != 0, head[0]&0x0f
-		if head[1]&0x80 != 0 {
-			return nil, errors.New("masked frame from the server")
-		}
-		n := uint64(head[1] & 0x7f)
-		switch n {
-		case 126:
-			var ext [2]byte
-			if _, err := io.ReadFull(c.br, ext[:]); err != nil {
-				return nil, err
-			}
-			n = uint64(binary.BigEndian.Uint16(ext[:]))
-		case 127:
-			var ext [8]byte
-			if _, err := io.ReadFull(c.br, ext[:]); err != nil {
-				return nil, err
-			}
-			n = binary.BigEndian.Uint64(ext[:])
-		}
-		if n > maxFrame {
-			return nil, fmt.Errorf("frame of %d bytes", n)
-		}
-		start := len(c.buf)
-		c.buf = append(c.buf, make([]byte, n)...)
-		if _, err := io.ReadFull(c.br, c.buf[start:]); err != nil {
-			return nil, err
-		}
-		switch op {
-		case opClose:
+		case n > 0 && f.op == opClose:
 			return nil, errClosed
-		case opPing:
-			payload := append([]byte(nil), c.buf[start:]...)
-			c.buf = c.buf[:start]
-			if err := c.writeFrame(opPong, payload); err != nil {
-				return nil, err
-			}
-			continue
-		case opPong:
-			c.buf = c.buf[:start]
-			continue
+		case n > 0:
+			payload := bytes.Clone(f.payload)
+			c.br.Discard(n)
+			return payload, nil
 		}
-		if fin {
-			return c.buf, nil
+		if _, err := c.br.Peek(len(b) + 1); err != nil { // wait for more bytes
+			return nil, err
 		}
 	}
 }
