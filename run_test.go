@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -102,7 +103,7 @@ func TestRunEndToEnd(t *testing.T) {
 		"PUBLIC_READ":  "false",
 	}
 	rs := startRun(t, env, "-log-level", "debug")
-	if !strings.Contains(rs.log.String(), "registration is open") {
+	if !strings.Contains(rs.log.String(), `"level":"WARN","msg":"registration is open`) {
 		t.Errorf("no warning that registration is open:\n%s", rs.log)
 	}
 	post := func(path, body, token string) *http.Response {
@@ -166,6 +167,48 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(rs.log.String(), `"route":"PATCH /api/v1/incidents/{id}/resolve"`) {
 		t.Errorf("the log has no request line for the resolve:\n%s", rs.log)
+	}
+}
+
+// An internal error is logged once, at error level, with the request id the
+// client got; the client gets only a generic body.
+func TestServerErrorLoggedOnce(t *testing.T) {
+	dsn := newTestDSN(t)
+	rs := startRun(t, map[string]string{"DATABASE_URL": dsn, "SECRET_KEY": strings.Repeat("e", 40), "ADDR": "127.0.0.1:0"})
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`ALTER TABLE incidents RENAME COLUMN title TO title_gone`); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(rs.url + "/api/v1/incidents")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	id := resp.Header.Get("X-Request-ID")
+	if resp.StatusCode != http.StatusInternalServerError || id == "" {
+		t.Fatalf("broken table: %d, request id %q; want 500 with an id", resp.StatusCode, id)
+	}
+	rs.stop(t)
+	var lines []string
+	for _, line := range strings.Split(rs.log.String(), "\n") {
+		var entry struct {
+			Level     string `json:"level"`
+			RequestID string `json:"request_id"`
+			Error     string `json:"error"`
+		}
+		if json.Unmarshal([]byte(line), &entry) == nil && entry.RequestID == id {
+			lines = append(lines, line)
+			if entry.Level != "ERROR" || !strings.Contains(entry.Error, "title") {
+				t.Errorf("log line for the 500 = %s, want level ERROR with the cause", line)
+			}
+		}
+	}
+	if len(lines) != 1 {
+		t.Errorf("%d log lines for request %s, want 1:\n%s", len(lines), id, strings.Join(lines, "\n"))
 	}
 }
 
@@ -272,9 +315,27 @@ func TestDevModeFromEmptyDirectory(t *testing.T) {
 		t.Fatalf("register in dev mode = %v %v, want 201", resp, err)
 	}
 	resp.Body.Close()
-	if !strings.Contains(rs.log.String(), `"psql"`) {
-		t.Errorf("dev mode did not log how to connect with psql:\n%s", rs.log)
+	if !strings.Contains(rs.log.String(), `"psql"`) || !strings.Contains(rs.log.String(), `"docs":"`+rs.url+`/docs"`) {
+		t.Errorf("dev mode did not log how to connect with psql and where the docs are:\n%s", rs.log)
 	}
+	// The private cluster listens on its unix socket only.
+	var psql struct {
+		PSQL string `json:"psql"`
+	}
+	for _, line := range strings.Split(rs.log.String(), "\n") {
+		if json.Unmarshal([]byte(line), &psql) == nil && psql.PSQL != "" {
+			break
+		}
+	}
+	db, err := sql.Open("postgres", strings.Trim(strings.TrimPrefix(psql.PSQL, "psql "), `"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listen string
+	if err := db.QueryRow(`SHOW listen_addresses`).Scan(&listen); err != nil || listen != "" {
+		t.Errorf("dev cluster listen_addresses = %q (%v), want none", listen, err)
+	}
+	db.Close()
 	key, err := os.ReadFile(filepath.Join(devDir, "secret_key"))
 	if err != nil || len(bytes.TrimSpace(key)) < minSecretKeyBytes {
 		t.Errorf("dev secret key = %q, %v; want one of at least 32 bytes", key, err)
