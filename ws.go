@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -376,11 +377,9 @@ func (c *subscription) next(gone <-chan struct{}, tick <-chan time.Time) wakeup 
 	if reason == endRevoked {
 		return w // not one more event
 	}
-	for _, ev := range events {
-		if ev.seq > c.seen {
-			w.events = append(w.events, ev)
-		}
-	}
+	// The queue is in sequence order: what replay already sent is a prefix.
+	first, _ := slices.BinarySearchFunc(events, c.seen+1, func(ev *streamEvent, seq int64) int { return cmp.Compare(ev.seq, seq) })
+	w.events = events[first:]
 	return w
 }
 
