@@ -12,12 +12,15 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/websocket"
 )
@@ -57,14 +60,14 @@ type hub struct {
 	writeTimeout time.Duration
 
 	mu       sync.Mutex
-	subs     map[*subscriber]struct{}
-	position int64 // the newest sequence number published
+	subs     []*subscriber // each knows its index, for removal
+	position int64         // the newest sequence number published
 	closed   bool
 	active   sync.WaitGroup // subscriptions not yet closed, for shutdown
 }
 
 func newHub() *hub {
-	return &hub{subs: map[*subscriber]struct{}{}, maxPending: defaultMaxPending, writeTimeout: defaultStreamWriteTimeout}
+	return &hub{maxPending: defaultMaxPending, writeTimeout: defaultStreamWriteTimeout}
 }
 
 // currentPosition is the newest sequence number published.
@@ -92,7 +95,8 @@ func (h *hub) subscribe(sub *subscriber) (int64, error) {
 	if h.closed {
 		return 0, errShuttingDown
 	}
-	h.subs[sub] = struct{}{}
+	sub.slot = len(h.subs)
+	h.subs = append(h.subs, sub)
 	h.active.Add(1)
 	return h.position, nil
 }
@@ -101,9 +105,23 @@ func (h *hub) subscribe(sub *subscriber) (int64, error) {
 // successful subscribe.
 func (h *hub) unsubscribe(sub *subscriber) {
 	h.mu.Lock()
-	delete(h.subs, sub)
+	h.remove(sub)
 	h.mu.Unlock()
 	h.active.Done()
+}
+
+// remove takes sub out of the list if it is still there; h.mu is held.
+func (h *hub) remove(sub *subscriber) {
+	i := sub.slot
+	if i < 0 {
+		return
+	}
+	last := len(h.subs) - 1
+	h.subs[i] = h.subs[last]
+	h.subs[i].slot = i
+	h.subs[last] = nil
+	h.subs = h.subs[:last]
+	sub.slot = -1
 }
 
 // count is the number of subscribers receiving events.
@@ -113,23 +131,48 @@ func (h *hub) count() int {
 	return len(h.subs)
 }
 
+// fanoutShard is the fewest subscribers worth a goroutine of their own in
+// publish: pushes that write to the connection spread over the cores.
+const fanoutShard = 512
+
 // publish hands events to every subscriber that wants them and advances
 // the position to seq.
 func (h *hub) publish(events []*streamEvent, seq int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for sub := range h.subs {
-		for _, ev := range events {
-			if sub.filter.wants(ev) && !sub.push(ev, h.maxPending) {
-				// Too far behind: it gets nothing more and is told to
-				// resume from where it is.
-				delete(h.subs, sub)
-				sub.end(endOverflow)
-				break
-			}
+	shards := max(1, min(runtime.GOMAXPROCS(0), len(h.subs)/fanoutShard))
+	size := (len(h.subs) + shards - 1) / shards
+	behind := make([][]*subscriber, shards)
+	var wg sync.WaitGroup
+	for i := range shards {
+		part := h.subs[i*size : min((i+1)*size, len(h.subs))]
+		deliver := func() { behind[i] = h.deliver(part, events) }
+		if i == shards-1 {
+			deliver()
+		} else {
+			wg.Go(deliver)
+		}
+	}
+	wg.Wait()
+	for _, subs := range behind {
+		for _, sub := range subs {
+			// Too far behind: it gets nothing more and is told to resume
+			// from where it is.
+			h.remove(sub)
+			sub.end(endOverflow)
 		}
 	}
 	h.position = max(h.position, seq)
+}
+
+// deliver pushes events to subs and returns those whose queue is full.
+func (h *hub) deliver(subs []*subscriber, events []*streamEvent) (behind []*subscriber) {
+	for _, sub := range subs {
+		if !sub.push(events, h.maxPending) {
+			behind = append(behind, sub)
+		}
+	}
+	return behind
 }
 
 // shutdown tells every subscriber to close with "going away" and refuses new
@@ -139,7 +182,7 @@ func (h *hub) shutdown() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
-	for sub := range h.subs {
+	for _, sub := range h.subs {
 		sub.end(endShutdown)
 	}
 }
@@ -150,7 +193,7 @@ func (h *hub) shutdown() {
 func (h *hub) recheck(userID int64, allowed func(principal) bool) {
 	h.mu.Lock()
 	var subs []*subscriber
-	for sub := range h.subs {
+	for _, sub := range h.subs {
 		if sub.who.user != nil && (userID == 0 || sub.who.user.ID == userID) {
 			subs = append(subs, sub)
 		}
@@ -204,27 +247,69 @@ type subscriber struct {
 	filter streamFilter
 	who    principal // as authenticated when the stream opened; anonymous: no user
 
+	// direct, for a WebSocket, lets push write an event itself while the
+	// writer waits with nothing queued: waking a goroutine per subscriber
+	// and event costs more than the write.
+	direct *wsConn
+	slot   int // index in the hub's list, -1 when out; guarded by the hub's mutex
+
 	mu      sync.Mutex
 	pending []*streamEvent
 	reason  endReason
+	idle    bool          // the writer waits and nothing is queued: push may write directly
+	sent    int64         // the newest event push wrote directly
 	wake    chan struct{} // signalled when pending grows or the subscription ends
 }
 
-func newSubscriber(f streamFilter, who principal) *subscriber {
-	return &subscriber{filter: f, who: who, wake: make(chan struct{}, 1)}
+func newSubscriber(f streamFilter, who principal, direct *wsConn) *subscriber {
+	return &subscriber{filter: f, who: who, direct: direct, slot: -1, wake: make(chan struct{}, 1)}
 }
 
-// push queues ev; false when the queue already holds limit events.
-func (sub *subscriber) push(ev *streamEvent, limit int) bool {
+// push delivers or queues the events sub wants; false when its queue would
+// hold more than limit events.
+func (sub *subscriber) push(events []*streamEvent, limit int) bool {
+	if !sub.filter.wantsAll(events) {
+		events = slices.DeleteFunc(slices.Clone(events), func(ev *streamEvent) bool { return !sub.filter.wants(ev) })
+		if len(events) == 0 {
+			return true
+		}
+	}
 	sub.mu.Lock()
-	if len(sub.pending) >= limit {
+	if sub.idle {
+		// Only while the writer waits, so events leave in order and the
+		// writer never writes at the same time.
+		sub.idle = false
+		switch sub.direct.tryWrite(wsFrames(events)) {
+		case wroteAll:
+			sub.idle = true
+			sub.sent = events[len(events)-1].seq
+			sub.mu.Unlock()
+			return true
+		case wrotePart:
+			// The writer sends the rest before anything else.
+			sub.sent = events[len(events)-1].seq
+			sub.mu.Unlock()
+			sub.signal()
+			return true
+		}
+	}
+	if len(sub.pending)+len(events) > limit {
 		sub.mu.Unlock()
 		return false
 	}
-	sub.pending = append(sub.pending, ev)
+	sub.pending = append(sub.pending, events...)
 	sub.mu.Unlock()
 	sub.signal()
 	return true
+}
+
+// wsFrames are the events' WebSocket frames.
+func wsFrames(events []*streamEvent) [][]byte {
+	frames := make([][]byte, len(events))
+	for i, ev := range events {
+		frames[i] = ev.wsFrame
+	}
+	return frames
 }
 
 // end asks the subscriber's writer to close the connection.
@@ -233,6 +318,7 @@ func (sub *subscriber) end(reason endReason) {
 	if sub.reason == endNone {
 		sub.reason = reason
 	}
+	sub.idle = false // not one more event past the end
 	sub.mu.Unlock()
 	sub.signal()
 }
@@ -244,19 +330,40 @@ func (sub *subscriber) signal() {
 	}
 }
 
-// take returns the queued events, and why the subscription ends if it does.
-func (sub *subscriber) take() ([]*streamEvent, endReason) {
+// waiting tells push that the writer is about to wait: with nothing queued,
+// push may write events itself until the writer takes again.
+func (sub *subscriber) waiting() {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
+	sub.idle = sub.direct != nil && len(sub.pending) == 0 && sub.reason == endNone
+}
+
+// take returns the queued events, the newest event push wrote directly,
+// and why the subscription ends if it does. Push writes nothing more until
+// the writer waits again.
+func (sub *subscriber) take() ([]*streamEvent, int64, endReason) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	sub.idle = false
 	events := sub.pending
 	sub.pending = nil
-	return events, sub.reason
+	return events, sub.sent, sub.reason
 }
 
 // streamFilter is what a subscriber asked to receive; empty sets mean all.
 type streamFilter struct {
 	severities []string
 	statuses   []string
+}
+
+// wantsAll is whether f passes every one of events.
+func (f streamFilter) wantsAll(events []*streamEvent) bool {
+	for _, ev := range events {
+		if !f.wants(ev) {
+			return false
+		}
+	}
+	return true
 }
 
 func (f streamFilter) wants(ev *streamEvent) bool {
@@ -302,8 +409,8 @@ type subscription struct {
 
 // startSubscription subscribes and returns the hub position, which the
 // hello message reports.
-func (s *server) startSubscription(req streamRequest, who principal) (*subscription, int64, error) {
-	sub := newSubscriber(req.filter, who)
+func (s *server) startSubscription(req streamRequest, who principal, direct *wsConn) (*subscription, int64, error) {
+	sub := newSubscriber(req.filter, who, direct)
 	pos, err := s.hub.subscribe(sub)
 	if err != nil {
 		return nil, 0, err
@@ -365,15 +472,23 @@ type wakeup struct {
 
 // next waits for queued events, the keepalive tick or the client leaving.
 func (c *subscription) next(gone <-chan struct{}, tick <-chan time.Time) wakeup {
+	var w wakeup
+	c.sub.waiting()
 	select {
 	case <-c.sub.wake:
 	case <-gone:
-		return wakeup{gone: true}
+		w.gone = true
 	case <-tick:
-		return wakeup{keepalive: true}
+		w.keepalive = true
 	}
-	events, reason := c.sub.take()
-	w := wakeup{reason: reason}
+	// Take even when not woken for events: from here on push queues, so
+	// this goroutine alone writes.
+	events, sent, reason := c.sub.take()
+	c.seen = max(c.seen, sent)
+	if w.gone {
+		return w
+	}
+	w.reason = reason
 	if reason == endRevoked {
 		return w // not one more event
 	}
@@ -430,23 +545,20 @@ func (c *subscription) run(ctx context.Context, pos int64, out streamOut) (clien
 	defer ping.Stop()
 	for {
 		next := c.next(ctx.Done(), ping.C)
-		switch {
-		case next.gone:
+		if next.gone {
 			return true
-		case next.keepalive:
-			if out.write(out.keepalive()) != nil {
-				return false
-			}
-			continue
+		}
+		msgs := make([][]byte, 0, len(next.events)+1)
+		for _, ev := range next.events {
+			msgs = append(msgs, out.frame(ev))
+		}
+		if next.keepalive {
+			msgs = append(msgs, out.keepalive())
+		}
+		if out.write(msgs...) != nil {
+			return false
 		}
 		if len(next.events) > 0 {
-			msgs := make([][]byte, len(next.events))
-			for i, ev := range next.events {
-				msgs[i] = out.frame(ev)
-			}
-			if out.write(msgs...) != nil {
-				return false
-			}
 			c.seen = next.events[len(next.events)-1].seq
 		}
 		if next.reason != endNone {
@@ -474,7 +586,7 @@ func (s *server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	if !s.originAllowed(r) {
 		return &httpError{status: http.StatusForbidden, detail: "Origin not allowed"}
 	}
-	hijacked := &hijackedConn{ResponseWriter: w}
+	hijacked := &hijackedConn{ResponseWriter: w, writeTimeout: s.hub.writeTimeout}
 	websocket.Server{
 		// The origin was checked above; the library's default handshake
 		// would refuse clients without an Origin header (scripts, bots).
@@ -487,7 +599,7 @@ func (s *server) handleWS(w http.ResponseWriter, r *http.Request) error {
 			// this request's goroutine, and net/http's state for it, can go:
 			// an idle subscriber then costs a few KiB.
 			hijacked.conn.detached.Store(true)
-			go s.serveWS(ws, hijacked.conn.Conn, req, principalOf(r))
+			go s.serveWS(ws, hijacked.conn, req, principalOf(r))
 		},
 	}.ServeHTTP(hijacked, r)
 	return nil
@@ -510,7 +622,8 @@ func (s *server) originAllowed(r *http.Request) bool {
 // can keep after the HTTP handler returns.
 type hijackedConn struct {
 	http.ResponseWriter
-	conn *detachableConn
+	writeTimeout time.Duration
+	conn         *wsConn
 }
 
 func (h *hijackedConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -525,38 +638,159 @@ func (h *hijackedConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// Bytes the client sent right after its handshake may already sit in
 	// net/http's buffer; they come first.
 	early, _ := rw.Reader.Peek(rw.Reader.Buffered())
-	h.conn = &detachableConn{Conn: conn}
+	h.conn = newWSConn(conn, h.writeTimeout)
 	reader := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), 512)
 	return h.conn, bufio.NewReadWriter(reader, bufio.NewWriterSize(h.conn, 256)), nil
 }
 
-// detachableConn ignores Close once detached: the WebSocket library closes
-// the connection when its handler returns, but a detached subscriber closes
-// it itself when done.
-type detachableConn struct {
+// wsConn is a WebSocket connection after the handshake. Frames must not
+// interleave on it: ours (from the subscriber's writer, or from push while
+// the writer waits) and the library's (pongs and close replies, written
+// from the reading goroutine) each hold frameMu from their first byte on
+// the wire to their last.
+type wsConn struct {
 	net.Conn
+	fd      int           // the socket, for writes that must not wait; -1 if not a socket
+	timeout time.Duration // for every write of ours
+	// detached makes Close a no-op: the WebSocket library closes the
+	// connection when its handler returns, but the subscriber keeps it.
 	detached atomic.Bool
+
+	frameMu sync.Mutex
+	// rest is what tryWrite could not write after it began a frame.
+	// frameMu stays held for it, and the next write sends it first. The
+	// subscriber's mutex hands it from push to the writer.
+	rest [][]byte
 }
 
-func (c *detachableConn) Close() error {
+func newWSConn(conn net.Conn, timeout time.Duration) *wsConn {
+	c := &wsConn{Conn: conn, timeout: timeout, fd: -1}
+	// The descriptor stays valid until release: publish only writes to
+	// subscribers in the hub, and release comes after leaving it.
+	if sc, ok := conn.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			raw.Control(func(fd uintptr) { c.fd = int(fd) })
+		}
+	}
+	return c
+}
+
+// Write is the library's path to the connection.
+func (c *wsConn) Write(p []byte) (int, error) {
+	c.frameMu.Lock()
+	defer c.frameMu.Unlock()
+	return c.Conn.Write(p)
+}
+
+func (c *wsConn) Close() error {
 	if c.detached.Load() {
 		return nil
 	}
 	return c.Conn.Close()
 }
 
-// serveWS is one WebSocket subscriber. This goroutine is the connection's
-// only writer of our frames; a second goroutine reads and drops what the
-// client sends (the library answers pings from it).
-func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest, who principal) {
-	defer conn.Close()
-	c, pos, err := s.startSubscription(req, who)
+// release closes a detached connection for good, after the subscriber left
+// the hub, and frees a frame push left unfinished.
+func (c *wsConn) release() {
+	c.Conn.Close()
+	if c.rest != nil {
+		c.rest = nil
+		c.frameMu.Unlock()
+	}
+}
+
+type writeResult int
+
+const (
+	wroteNone writeResult = iota
+	wrotePart
+	wroteAll
+)
+
+// tryWrite writes frames with one system call that does not wait for the
+// client (the socket is non-blocking). After wrotePart, frameMu stays held
+// and rest holds what is left.
+func (c *wsConn) tryWrite(frames [][]byte) writeResult {
+	if c.fd < 0 || !c.frameMu.TryLock() {
+		return wroteNone
+	}
+	n := writeNow(c.fd, frames)
+	if n <= 0 {
+		c.frameMu.Unlock()
+		return wroteNone
+	}
+	for len(frames) > 0 && n >= len(frames[0]) {
+		n -= len(frames[0])
+		frames = frames[1:]
+	}
+	if len(frames) == 0 {
+		c.frameMu.Unlock()
+		return wroteAll
+	}
+	frames[0] = frames[0][n:]
+	c.rest = frames
+	return wrotePart
+}
+
+// writeNow is write(2) or writev(2) on a non-blocking socket, without the
+// runtime's bookkeeping for calls that may block: it returns at once. It
+// reports the bytes written, or -1.
+func writeNow(fd int, frames [][]byte) int {
+	var n uintptr
+	var errno syscall.Errno
+	if len(frames) == 1 {
+		n, _, errno = syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(frames[0]))), uintptr(len(frames[0])))
+	} else {
+		iov := make([]syscall.Iovec, len(frames))
+		for i, f := range frames {
+			iov[i].Base = unsafe.SliceData(f)
+			iov[i].SetLen(len(f))
+		}
+		n, _, errno = syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(iov))), uintptr(len(iov)))
+	}
+	if errno != 0 {
+		return -1
+	}
+	return int(n)
+}
+
+// write sends whole frames, after the rest of one push began, with a
+// deadline, then clears the deadline: the library's pongs must not meet an
+// expired one.
+func (c *wsConn) write(frames ...[]byte) error {
+	if len(frames) == 0 && c.rest == nil {
+		return nil
+	}
+	if c.rest != nil {
+		frames = append(c.rest, frames...) // frameMu is already held for it
+		c.rest = nil
+	} else {
+		c.frameMu.Lock()
+	}
+	defer c.frameMu.Unlock()
+	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	defer c.Conn.SetWriteDeadline(time.Time{})
+	if len(frames) == 1 {
+		_, err := c.Conn.Write(frames[0]) // write(2); a one-element writev costs more
+		return err
+	}
+	bufs := net.Buffers(frames)
+	_, err := bufs.WriteTo(c.Conn)
+	return err
+}
+
+// serveWS is one WebSocket subscriber. This goroutine writes our frames,
+// or lets push write them while it waits; a second goroutine reads and
+// drops what the client sends (the library answers pings from it).
+func (s *server) serveWS(ws *websocket.Conn, conn *wsConn, req streamRequest, who principal) {
+	defer conn.release()
+	c, pos, err := s.startSubscription(req, who, conn)
 	if err != nil {
 		reason := "database unavailable; try again"
 		if errors.Is(err, errShuttingDown) {
 			reason = "server shutting down"
 		}
-		writeWS(conn, wsCloseFrame(closeTryAgainLater, reason), s.hub.writeTimeout)
+		conn.write(wsCloseFrame(closeTryAgainLater, reason))
 		return
 	}
 	defer c.close()
@@ -568,20 +802,17 @@ func (s *server) serveWS(ws *websocket.Conn, conn net.Conn, req streamRequest, w
 		defer cancel()
 		closeCode <- readClient(ws)
 	}()
-	if c.run(ctx, pos, wsOut{conn: conn, timeout: s.hub.writeTimeout}) {
+	if c.run(ctx, pos, wsOut{conn}) {
 		// Answer a close frame with one of our own, as RFC 6455 asks.
 		if code := <-closeCode; code != 0 {
-			writeWS(conn, wsCloseFrame(code, ""), s.hub.writeTimeout)
+			conn.write(wsCloseFrame(code, ""))
 		}
 	}
 }
 
 // wsOut carries the stream as WebSocket frames, written straight to the
 // connection.
-type wsOut struct {
-	conn    net.Conn
-	timeout time.Duration
-}
+type wsOut struct{ conn *wsConn }
 
 // wsCloseCodes close a stream the server ends.
 var wsCloseCodes = map[endReason]int{
@@ -598,12 +829,7 @@ func (o wsOut) goodbye(reason endReason, _ int64, hint string) []byte {
 	return wsCloseFrame(wsCloseCodes[reason], hint)
 }
 
-func (o wsOut) write(msgs ...[]byte) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	return writeWSBuffers(o.conn, msgs, o.timeout)
-}
+func (o wsOut) write(msgs ...[]byte) error { return o.conn.write(msgs...) }
 
 // readClient reads and drops client frames until the connection ends, and
 // returns the close code to answer with (0 for none). Oversized frames end
@@ -669,25 +895,6 @@ func wsCloseFrame(code int, reason string) []byte {
 	return wsFrame(wsOpClose, append(payload, reason...))
 }
 
-// writeWS writes one frame with a deadline.
-func writeWS(conn net.Conn, frame []byte, timeout time.Duration) error {
-	return writeWSBuffers(conn, net.Buffers{frame}, timeout)
-}
-
-// writeWSBuffers writes whole frames with a deadline, then clears it: the
-// library's pong replies to client pings share the connection, from the
-// reading goroutine, and would fail on an expired one.
-func writeWSBuffers(conn net.Conn, frames net.Buffers, timeout time.Duration) error {
-	conn.SetWriteDeadline(time.Now().Add(timeout))
-	defer conn.SetWriteDeadline(time.Time{})
-	if len(frames) == 1 {
-		_, err := conn.Write(frames[0]) // write(2); a one-element writev costs more
-		return err
-	}
-	_, err := frames.WriteTo(conn)
-	return err
-}
-
 // handleSSE handles GET /api/v1/events: the same stream as Server-Sent
 // Events, for curl, scripts and EventSource.
 func (s *server) handleSSE(w http.ResponseWriter, r *http.Request) error {
@@ -695,7 +902,7 @@ func (s *server) handleSSE(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, pos, err := s.startSubscription(req, principalOf(r))
+	c, pos, err := s.startSubscription(req, principalOf(r), nil)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -847,5 +848,181 @@ func TestWSPongAfterIdle(t *testing.T) {
 	op, payload, err := c.readFrame(5 * time.Second)
 	if err != nil || op != 0xA || string(payload) != "still there?" {
 		t.Fatalf("got opcode %d %q (%v), want the pong", op, payload, err)
+	}
+}
+
+// tcpPair is a connected loopback TCP pair with small buffers, so writes
+// soon find the socket full.
+func tcpPair(t *testing.T) (server, client *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client = cc.(*net.TCPConn)
+	sc, _ := (<-accepted).(*net.TCPConn)
+	if sc == nil {
+		t.Fatal("accept failed")
+	}
+	client.SetReadBuffer(4096)
+	sc.SetWriteBuffer(4096)
+	t.Cleanup(func() { sc.Close(); client.Close() })
+	return sc, client
+}
+
+// A frame that push could only begin is finished by the writer before
+// anything else, and the library's frames (pongs) wait for it: the client
+// sees whole frames only, in order.
+func TestWSConnPartialWriteKeepsFramesWhole(t *testing.T) {
+	sc, cc := tcpPair(t)
+	conn := newWSConn(sc, time.Minute)
+	frame := func(i int) []byte {
+		return wsFrame(wsOpText, []byte(fmt.Sprintf("%05d%s", i, strings.Repeat("x", 2995))))
+	}
+
+	// Fill the socket; the client does not read yet.
+	var sent int
+	var last writeResult
+	for sent = 0; sent < 10000; sent++ {
+		if last = conn.tryWrite([][]byte{frame(sent)}); last != wroteAll {
+			break
+		}
+	}
+	if last != wrotePart {
+		// A full socket may also refuse a frame outright; then the next
+		// one, of another size, begins and stops part way.
+		for last == wroteNone && sent < 10000 {
+			last = conn.tryWrite([][]byte{frame(sent)[:1000+sent%7]})
+		}
+		t.Fatalf("after %d whole frames tryWrite gave %d; want a frame begun and not finished", sent, last)
+	}
+	if conn.tryWrite([][]byte{frame(sent + 1)}) != wroteNone {
+		t.Fatal("tryWrite wrote while a frame was unfinished")
+	}
+
+	// The library's pong must wait for the unfinished frame.
+	pongDone := make(chan error, 1)
+	go func() {
+		_, err := conn.Write(wsFrame(0xA, []byte("pong")))
+		pongDone <- err
+	}()
+	select {
+	case err := <-pongDone:
+		t.Fatalf("the library wrote in the middle of a frame (err %v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// The writer finishes the frame, then writes its own.
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- conn.write(frame(sent + 1)) }()
+
+	cc.SetReadBuffer(1 << 20) // read the rest quickly
+	client := &rawWS{conn: cc, br: bufio.NewReader(cc)}
+	want := 0
+	pongs := 0
+	for want <= sent+1 || pongs == 0 {
+		op, payload, err := client.readFrame(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after frame %d: %v", want, err)
+		}
+		switch op {
+		case 0xA:
+			if want <= sent {
+				t.Fatalf("pong arrived before frame %d, which had begun", sent)
+			}
+			pongs++
+		case wsOpText:
+			if got := string(payload[:5]); got != fmt.Sprintf("%05d", want) || len(payload) != 3000 {
+				t.Fatalf("frame %d: got %q... (%d bytes)", want, got, len(payload))
+			}
+			want++
+		default:
+			t.Fatalf("opcode %d", op)
+		}
+	}
+	if err := <-writerDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-pongDone; err != nil {
+		t.Fatal(err)
+	}
+	if conn.rest != nil || !conn.frameMu.TryLock() {
+		t.Fatal("the frame lock is still held after the rest was written")
+	}
+}
+
+// End to end: a subscriber that stops reading while events arrive, and
+// pings meanwhile, then reads again, gets every event whole and in order,
+// and its pongs.
+func TestWSSlowReaderGetsWholeFrames(t *testing.T) {
+	ts := newTestServer(t)
+	ts.srv.hub.writeTimeout = time.Minute
+	inc := ts.createIncident(t, "big", "high")
+	ts.waitStream(t)
+	c, resp := dialRaw(t, ts, "/api/v1/ws")
+	if c == nil {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	c.conn.(*net.TCPConn).SetReadBuffer(64 << 10)
+	hello := c.readMessage(t).Seq
+	ts.srv.hub.mu.Lock()
+	sub := ts.srv.hub.subs[0]
+	ts.srv.hub.mu.Unlock()
+	// With the socket buffers far smaller than the events, it fills.
+	sub.direct.Conn.(*net.TCPConn).SetWriteBuffer(4096)
+
+	// One event per transaction, so they reach an idle writer and push
+	// writes them itself until the socket is full (often ending with a
+	// frame begun and not finished), then they queue for the writer.
+	const n = 100
+	inc.Description = strings.Repeat("y", 10000)
+	for i := range n {
+		if err := ts.st.inTx(context.Background(), func(tx *sql.Tx) error {
+			return ts.st.appendEvent(context.Background(), tx, "added", inc, actorRef{}, nil, time.Now())
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if i%20 == 0 {
+			c.writeFrame(wsOpPing, []byte(fmt.Sprint(i)))
+		}
+	}
+	ts.waitStream(t)
+	sub.mu.Lock()
+	queued := len(sub.pending)
+	sub.mu.Unlock()
+	if queued == 0 {
+		t.Fatal("no event waits behind a full socket; the test needs smaller buffers")
+	}
+	pongs := 0
+	for i := int64(1); i <= n || pongs < n/20; {
+		op, payload, err := c.readFrame(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after event %d and %d pongs: %v", i-1, pongs, err)
+		}
+		switch op {
+		case 0xA:
+			pongs++
+		case wsOpText:
+			var m received
+			if err := json.Unmarshal(payload, &m); err != nil {
+				t.Fatalf("event %d is not JSON (%d bytes): %v", i, len(payload), err)
+			}
+			if m.Seq != hello+i || !bytes.Contains(m.Data, []byte(inc.Description)) {
+				t.Fatalf("event %d: seq %d, want %d", i, m.Seq, hello+i)
+			}
+			i++
+		default:
+			t.Fatalf("opcode %d", op)
+		}
 	}
 }
