@@ -25,12 +25,12 @@ type readers struct {
 // readLoop is one epoll instance and the subscribers in it, by socket.
 type readLoop struct {
 	epfd int
-	subs map[int32]*subscriber
+	subs []*subscriber // by socket; nil once removed
 }
 
 // startReaders shares subs among n loops and starts them. Deliveries are
 // recorded in the subscribers and tr, ended connections in down.
-func startReaders(subs []*subscriber, n int, tr *tracker, down *failures) (*readers, error) {
+func startReaders(subs []*subscriber, n int, pause time.Duration, tr *tracker, down *failures) (*readers, error) {
 	var p [2]int
 	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("pipe: %w", err)
@@ -42,7 +42,7 @@ func startReaders(subs []*subscriber, n int, tr *tracker, down *failures) (*read
 			rd.closeFDs()
 			return nil, fmt.Errorf("epoll_create1: %w", err)
 		}
-		l := &readLoop{epfd: epfd, subs: make(map[int32]*subscriber, len(subs)/n+1)}
+		l := &readLoop{epfd: epfd}
 		rd.loops = append(rd.loops, l)
 		if err := l.watch(rd.stopR); err != nil {
 			rd.closeFDs()
@@ -55,33 +55,44 @@ func startReaders(subs []*subscriber, n int, tr *tracker, down *failures) (*read
 			rd.closeFDs()
 			return nil, err
 		}
-		l.subs[int32(s.fd)] = s
+		if s.fd >= len(l.subs) {
+			l.subs = append(l.subs, make([]*subscriber, s.fd+1-len(l.subs))...)
+		}
+		l.subs[s.fd] = s
 	}
 	for _, l := range rd.loops {
 		rd.wg.Go(func() {
 			defer syscall.Close(l.epfd)
-			l.run(rd.stopR, tr, down)
+			l.run(rd.stopR, pause, tr, down)
 		})
 	}
 	return rd, nil
 }
 
-// watch adds fd to the loop's epoll, level-triggered: a socket with unread
-// data is reported on every wait, so one read per report is enough and a
-// read that only returns EAGAIN is never needed.
+// watch adds fd to the loop's epoll, edge-triggered: the socket is reported
+// when data arrives, and not polled again on every wait after that, as a
+// level-triggered one would be.
 func (l *readLoop) watch(fd int) error {
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLET&(1<<32-1), Fd: int32(fd)}
 	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return fmt.Errorf("epoll_ctl: %w", err)
 	}
 	return nil
 }
 
-// run reads the loop's sockets until stopFd becomes readable.
-func (l *readLoop) run(stopFd int, tr *tracker, down *failures) {
+// run reads the loop's sockets until stopFd becomes readable. After each
+// pass over the ready sockets it sleeps for pause, so that the sockets
+// that become readable meanwhile are read in one pass rather than each
+// waking the loop: the wake-up is a cross-CPU interrupt that the server's
+// write pays for. Delays are measured at the read, so they include that
+// wait.
+func (l *readLoop) run(stopFd int, pause time.Duration, tr *tracker, down *failures) {
 	// The frames that came with the hello go first.
 	at := tr.now()
 	for _, s := range l.subs {
+		if s == nil {
+			continue
+		}
 		if err := s.handle(nil, at, tr); err != nil {
 			l.remove(s, err, tr, down)
 		}
@@ -95,7 +106,9 @@ func (l *readLoop) run(stopFd int, tr *tracker, down *failures) {
 		}
 		if err != nil {
 			for _, s := range l.subs {
-				l.remove(s, fmt.Errorf("epoll_wait: %w", err), tr, down)
+				if s != nil {
+					l.remove(s, fmt.Errorf("epoll_wait: %w", err), tr, down)
+				}
 			}
 			return
 		}
@@ -103,23 +116,43 @@ func (l *readLoop) run(stopFd int, tr *tracker, down *failures) {
 			if int(ev.Fd) == stopFd {
 				return
 			}
-			s := l.subs[ev.Fd]
-			n, err := syscall.Read(s.fd, buf)
-			switch {
-			case errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EINTR):
-				// Reported but nothing to read after all; the next wait
-				// reports it again if there is.
-			case err != nil:
-				l.remove(s, fmt.Errorf("read: %w", err), tr, down)
-			case n == 0:
-				l.remove(s, io.EOF, tr, down)
-			default:
-				// One clock reading per read rather than per wait, so a
-				// loop busy with other sockets does not shorten the delays.
-				if err := s.handle(buf[:n], tr.now(), tr); err != nil {
-					l.remove(s, err, tr, down)
-				}
+			if s := l.subs[ev.Fd]; s != nil {
+				l.read(s, buf, tr, down)
 			}
+		}
+		if pause > 0 {
+			ts := syscall.NsecToTimespec(int64(pause))
+			syscall.Nanosleep(&ts, nil)
+		}
+	}
+}
+
+// read reads what s has. Edge-triggered, it must leave nothing behind: a
+// read that does not fill buf took all there was, and data that arrives
+// after it is reported again.
+func (l *readLoop) read(s *subscriber, buf []byte, tr *tracker, down *failures) {
+	for {
+		n, err := syscall.Read(s.fd, buf)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case errors.Is(err, syscall.EAGAIN):
+			return
+		case err != nil:
+			l.remove(s, fmt.Errorf("read: %w", err), tr, down)
+			return
+		case n == 0:
+			l.remove(s, io.EOF, tr, down)
+			return
+		}
+		// One clock reading per read rather than per wait, so a loop busy
+		// with other sockets does not shorten the delays.
+		if err := s.handle(buf[:n], tr.now(), tr); err != nil {
+			l.remove(s, err, tr, down)
+			return
+		}
+		if n < len(buf) {
+			return
 		}
 	}
 }
@@ -128,7 +161,7 @@ func (l *readLoop) run(stopFd int, tr *tracker, down *failures) {
 // so the number is not reused while the loops run, until closeAll.
 func (l *readLoop) remove(s *subscriber, err error, tr *tracker, down *failures) {
 	syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
-	delete(l.subs, int32(s.fd))
+	l.subs[s.fd] = nil
 	s.end(err, tr, down)
 }
 

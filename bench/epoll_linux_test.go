@@ -47,7 +47,7 @@ func TestReadersEndToEnd(t *testing.T) {
 		subs = append(subs, s)
 	}
 	var down failures
-	rd, err := startReaders(subs, 2, tr, &down)
+	rd, err := startReaders(subs, 2, time.Millisecond, tr, &down)
 	if err != nil {
 		t.Fatalf("startReaders: %v", err)
 	}
