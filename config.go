@@ -24,6 +24,7 @@ type config struct {
 	docsSwaggerCSS  string
 	docsRedocJS     string
 	dbTimeout       time.Duration
+	dbMaxConns      int
 	shutdownTimeout time.Duration
 	wsPingInterval  time.Duration
 	reopenWindow    time.Duration
@@ -63,6 +64,7 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 		docsSwaggerCSS:  "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/swagger-ui.css",
 		docsRedocJS:     "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
 		dbTimeout:       5 * time.Second,
+		dbMaxConns:      defaultDBMaxConns,
 		shutdownTimeout: 10 * time.Second,
 		wsPingInterval:  30 * time.Second,
 		reopenWindow:    5 * time.Minute,
@@ -133,6 +135,14 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 			problems = append(problems, fmt.Sprintf("WS_PING_INTERVAL must be a duration from 1s to 1h, such as 30s, not %q", v))
 		} else {
 			cfg.wsPingInterval = d
+		}
+	}
+	if v := getenv("DB_MAX_CONNS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			problems = append(problems, fmt.Sprintf("DB_MAX_CONNS must be a whole number from 1 to 1000, not %q", v))
+		} else {
+			cfg.dbMaxConns = n
 		}
 	}
 	if v := getenv("REOPEN_WINDOW"); v != "" {

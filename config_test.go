@@ -101,6 +101,20 @@ func TestLoadConfig(t *testing.T) {
 			wantErrs: []string{`WS_PING_INTERVAL must be a duration from 1s to 1h, such as 30s, not "0"`}},
 		{name: "WS_PING_INTERVAL 2h refused", env: with("WS_PING_INTERVAL", "2h"),
 			wantErrs: []string{`WS_PING_INTERVAL must be a duration from 1s to 1h, such as 30s, not "2h"`}},
+		{name: "DB_MAX_CONNS default", env: with(), check: func(t *testing.T, cfg config) {
+			if cfg.dbMaxConns != 10 {
+				t.Errorf("dbMaxConns = %d, want 10", cfg.dbMaxConns)
+			}
+		}},
+		{name: "DB_MAX_CONNS 4", env: with("DB_MAX_CONNS", "4"), check: func(t *testing.T, cfg config) {
+			if cfg.dbMaxConns != 4 {
+				t.Errorf("dbMaxConns = %d, want 4", cfg.dbMaxConns)
+			}
+		}},
+		{name: "DB_MAX_CONNS 0 refused", env: with("DB_MAX_CONNS", "0"),
+			wantErrs: []string{`DB_MAX_CONNS must be a whole number from 1 to 1000, not "0"`}},
+		{name: "DB_MAX_CONNS many refused", env: with("DB_MAX_CONNS", "many"),
+			wantErrs: []string{`DB_MAX_CONNS must be a whole number from 1 to 1000, not "many"`}},
 		{name: "docs scripts", env: with("DOCS_SWAGGER_JS", "/static/swagger.js", "DOCS_REDOC_JS", "/static/redoc.js"), check: func(t *testing.T, cfg config) {
 			if cfg.docsSwaggerJS != "/static/swagger.js" || cfg.docsRedocJS != "/static/redoc.js" {
 				t.Errorf("docs scripts = %q %q", cfg.docsSwaggerJS, cfg.docsRedocJS)

@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if !cfg.rateLimits {
 		logger.Warn("rate limits are off (RATE_LIMITS=off)")
 	}
-	st, err := openStore(ctx, cfg.databaseURL, cfg.dbTimeout)
+	st, err := openStore(ctx, cfg.databaseURL, cfg.dbTimeout, cfg.dbMaxConns)
 	if err != nil {
 		return err
 	}

@@ -68,7 +68,7 @@ func createTemplate(ctx context.Context) error {
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+quoteIdent(testDB.template)); err != nil {
 		return err
 	}
-	st, err := openStore(ctx, withDBName(testDB.baseDSN, testDB.template), 5*time.Second)
+	st, err := openStore(ctx, withDBName(testDB.baseDSN, testDB.template), 5*time.Second, defaultDBMaxConns)
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func newDatabase(t testing.TB, template string) string {
 // newTestStore opens a store on a fresh database.
 func newTestStore(t testing.TB) *store {
 	t.Helper()
-	st, err := openStore(context.Background(), newTestDSN(t), 5*time.Second)
+	st, err := openStore(context.Background(), newTestDSN(t), 5*time.Second, defaultDBMaxConns)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
@@ -178,7 +178,7 @@ func newTestServer(t testing.TB, adjust ...func(*config)) *testServer {
 		f(&cfg)
 	}
 	dsn := newTestDSN(t)
-	st, err := openStore(context.Background(), dsn, 5*time.Second)
+	st, err := openStore(context.Background(), dsn, 5*time.Second, defaultDBMaxConns)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}

@@ -358,3 +358,43 @@ func TestDevModeFromEmptyDirectory(t *testing.T) {
 	}
 	rs.stop(t)
 }
+
+// DB_MAX_CONNS bounds the server's connections to PostgreSQL; a burst of
+// requests past it waits its turn and is served.
+func TestDBMaxConnsBoundsConnections(t *testing.T) {
+	dsn := newTestDSN(t)
+	rs := startRun(t, map[string]string{"DATABASE_URL": dsn, "SECRET_KEY": strings.Repeat("e", 40), "ADDR": "127.0.0.1:0",
+		"DB_MAX_CONNS": "2", "RATE_LIMITS": "off"})
+	var wg sync.WaitGroup
+	statuses := make([]int, 40)
+	for i := range statuses {
+		wg.Go(func() {
+			resp, err := http.Post(rs.url+"/api/v1/incidents", "application/json", strings.NewReader(`{"title":"burst","severity":"low"}`))
+			if err != nil {
+				return
+			}
+			resp.Body.Close()
+			statuses[i] = resp.StatusCode
+		})
+	}
+	wg.Wait()
+	for i, code := range statuses {
+		if code != http.StatusCreated {
+			t.Fatalf("report %d: status %d, want 201", i, code)
+		}
+	}
+	// The pool keeps what it opened; the event feed and its listener add
+	// one connection each.
+	db, err := sql.Open("postgres", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var others int
+	if err := db.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&others); err != nil {
+		t.Fatal(err)
+	}
+	if others > 2+2 {
+		t.Errorf("the server has %d connections, want at most DB_MAX_CONNS (2) + 2", others)
+	}
+}

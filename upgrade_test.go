@@ -56,11 +56,11 @@ func TestUpgradeOriginalDatabaseInPlace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			stores[i], errs[i] = openStore(context.Background(), dsn, 5*time.Second)
+			stores[i], errs[i] = openStore(context.Background(), dsn, 5*time.Second, defaultDBMaxConns)
 		}()
 	}
 	wg.Wait()
-	stores[2], errs[2] = openStore(context.Background(), dsn, 5*time.Second)
+	stores[2], errs[2] = openStore(context.Background(), dsn, 5*time.Second, defaultDBMaxConns)
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("store %d on the original database: %v", i, err)

@@ -406,7 +406,7 @@ func TestWSOrigin(t *testing.T) {
 
 func TestStreamAcrossInstances(t *testing.T) {
 	a := newTestServer(t)
-	st, err := openStore(context.Background(), a.srv.cfg.databaseURL, 5*time.Second)
+	st, err := openStore(context.Background(), a.srv.cfg.databaseURL, 5*time.Second, defaultDBMaxConns)
 	if err != nil {
 		t.Fatal(err)
 	}
