@@ -12,7 +12,9 @@ import (
 
 // TestReadersEndToEnd connects subscribers to a WebSocket server that sends
 // a hello, then events with a ping among them, and checks that the reader
-// loops deliver every event and stop when closed.
+// loops deliver every event and stop when closed. The last event is larger
+// than a loop's read buffer: edge-triggered, a loop must read until the
+// socket is empty.
 func TestReadersEndToEnd(t *testing.T) {
 	const events = 5
 	srv := httptest.NewServer(websocket.Handler(func(ws *websocket.Conn) {
@@ -28,6 +30,9 @@ func TestReadersEndToEnd(t *testing.T) {
 				send(websocket.PingFrame, "")
 			}
 			title := strings.Repeat("t", 50*id) // from 126 bytes on, a 16-bit length
+			if id == events {
+				title = strings.Repeat("t", 100<<10) // a 64-bit length, and more than one read
+			}
 			send(websocket.TextFrame, fmt.Sprintf(`{"type":"added","seq":%d,"data":{"id":%d,"title":%q}}`, id+1, id, title))
 		}
 		// Hold the connection until the client closes it.
@@ -47,7 +52,8 @@ func TestReadersEndToEnd(t *testing.T) {
 		subs = append(subs, s)
 	}
 	var down failures
-	rd, err := startReaders(subs, 2, time.Millisecond, tr, &down)
+	// The pause lets the large event arrive whole before a loop reads it.
+	rd, err := startReaders(subs, 2, 50*time.Millisecond, tr, &down)
 	if err != nil {
 		t.Fatalf("startReaders: %v", err)
 	}
