@@ -257,6 +257,7 @@ type subscriber struct {
 	pending []*streamEvent
 	reason  endReason
 	idle    bool          // the writer waits and nothing is queued: push may write directly
+	floor   int64         // while idle: the stream has every event up to here
 	sent    int64         // the newest event push wrote directly
 	wake    chan struct{} // signalled when pending grows or the subscription ends
 }
@@ -265,8 +266,8 @@ func newSubscriber(f streamFilter, who principal, direct *wsConn) *subscriber {
 	return &subscriber{filter: f, who: who, direct: direct, slot: -1, wake: make(chan struct{}, 1)}
 }
 
-// push delivers or queues the events sub wants; false when its queue would
-// hold more than limit events.
+// push delivers or queues the events sub wants; false when its queue
+// already holds limit events.
 func (sub *subscriber) push(events []*streamEvent, limit int) bool {
 	if !sub.filter.wantsAll(events) {
 		events = slices.DeleteFunc(slices.Clone(events), func(ev *streamEvent) bool { return !sub.filter.wants(ev) })
@@ -277,7 +278,13 @@ func (sub *subscriber) push(events []*streamEvent, limit int) bool {
 	sub.mu.Lock()
 	if sub.idle {
 		// Only while the writer waits, so events leave in order and the
-		// writer never writes at the same time.
+		// writer never writes at the same time. A stream that resumed
+		// ahead of this replica skips what it has, as next does.
+		first, _ := slices.BinarySearchFunc(events, sub.floor+1, func(ev *streamEvent, seq int64) int { return cmp.Compare(ev.seq, seq) })
+		if events = events[first:]; len(events) == 0 {
+			sub.mu.Unlock()
+			return true
+		}
 		sub.idle = false
 		switch sub.direct.tryWrite(wsFrames(events)) {
 		case wroteAll:
@@ -293,7 +300,7 @@ func (sub *subscriber) push(events []*streamEvent, limit int) bool {
 			return true
 		}
 	}
-	if len(sub.pending)+len(events) > limit {
+	if len(sub.pending) >= limit {
 		sub.mu.Unlock()
 		return false
 	}
@@ -330,12 +337,14 @@ func (sub *subscriber) signal() {
 	}
 }
 
-// waiting tells push that the writer is about to wait: with nothing queued,
-// push may write events itself until the writer takes again.
-func (sub *subscriber) waiting() {
+// waiting tells push that the writer is about to wait, and that the stream
+// has every event up to seen: with nothing queued, push may write later
+// events itself until the writer takes again.
+func (sub *subscriber) waiting(seen int64) {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
 	sub.idle = sub.direct != nil && len(sub.pending) == 0 && sub.reason == endNone
+	sub.floor = seen
 }
 
 // take returns the queued events, the newest event push wrote directly,
@@ -473,7 +482,7 @@ type wakeup struct {
 // next waits for queued events, the keepalive tick or the client leaving.
 func (c *subscription) next(gone <-chan struct{}, tick <-chan time.Time) wakeup {
 	var w wakeup
-	c.sub.waiting()
+	c.sub.waiting(c.seen)
 	select {
 	case <-c.sub.wake:
 	case <-gone:
@@ -675,10 +684,14 @@ func newWSConn(conn net.Conn, timeout time.Duration) *wsConn {
 	return c
 }
 
-// Write is the library's path to the connection.
+// Write is the library's path to the connection (pongs, close replies),
+// with our deadline: a client that sends pings and reads nothing must not
+// hold frameMu, and with it our writer, for longer than that.
 func (c *wsConn) Write(p []byte) (int, error) {
 	c.frameMu.Lock()
 	defer c.frameMu.Unlock()
+	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	defer c.Conn.SetWriteDeadline(time.Time{})
 	return c.Conn.Write(p)
 }
 

@@ -14,6 +14,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -887,30 +889,23 @@ func TestWSConnPartialWriteKeepsFramesWhole(t *testing.T) {
 	sc, cc := tcpPair(t)
 	conn := newWSConn(sc, time.Minute)
 	frame := func(i int) []byte {
-		return wsFrame(wsOpText, []byte(fmt.Sprintf("%05d%s", i, strings.Repeat("x", 2995))))
+		return wsFrame(wsOpText, []byte(fmt.Sprintf("%05d%s", i, strings.Repeat("x", 64<<10))))
 	}
-
-	// Fill the socket; the client does not read yet.
-	var sent int
-	var last writeResult
-	for sent = 0; sent < 10000; sent++ {
-		if last = conn.tryWrite([][]byte{frame(sent)}); last != wroteAll {
-			break
-		}
+	// Larger than both socket buffers together: push can only begin it.
+	if got := conn.tryWrite([][]byte{frame(0)}); got != wrotePart {
+		t.Fatalf("tryWrite of a frame larger than the socket's buffers = %d, want wrotePart", got)
 	}
-	if last != wrotePart {
-		// A full socket may also refuse a frame outright; then the next
-		// one, of another size, begins and stops part way.
-		for last == wroteNone && sent < 10000 {
-			last = conn.tryWrite([][]byte{frame(sent)[:1000+sent%7]})
-		}
-		t.Fatalf("after %d whole frames tryWrite gave %d; want a frame begun and not finished", sent, last)
-	}
-	if conn.tryWrite([][]byte{frame(sent + 1)}) != wroteNone {
+	if conn.tryWrite([][]byte{frame(1)}) != wroteNone {
 		t.Fatal("tryWrite wrote while a frame was unfinished")
 	}
 
-	// The library's pong must wait for the unfinished frame.
+	// From now on the client reads everything, so the socket has room and
+	// only the frame lock can hold the library's pong back.
+	received := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(cc)
+		received <- b
+	}()
 	pongDone := make(chan error, 1)
 	go func() {
 		_, err := conn.Write(wsFrame(0xA, []byte("pong")))
@@ -919,38 +914,11 @@ func TestWSConnPartialWriteKeepsFramesWhole(t *testing.T) {
 	select {
 	case err := <-pongDone:
 		t.Fatalf("the library wrote in the middle of a frame (err %v)", err)
-	case <-time.After(100 * time.Millisecond):
+	case <-time.After(200 * time.Millisecond):
 	}
 
-	// The writer finishes the frame, then writes its own.
-	writerDone := make(chan error, 1)
-	go func() { writerDone <- conn.write(frame(sent + 1)) }()
-
-	cc.SetReadBuffer(1 << 20) // read the rest quickly
-	client := &rawWS{conn: cc, br: bufio.NewReader(cc)}
-	want := 0
-	pongs := 0
-	for want <= sent+1 || pongs == 0 {
-		op, payload, err := client.readFrame(10 * time.Second)
-		if err != nil {
-			t.Fatalf("after frame %d: %v", want, err)
-		}
-		switch op {
-		case 0xA:
-			if want <= sent {
-				t.Fatalf("pong arrived before frame %d, which had begun", sent)
-			}
-			pongs++
-		case wsOpText:
-			if got := string(payload[:5]); got != fmt.Sprintf("%05d", want) || len(payload) != 3000 {
-				t.Fatalf("frame %d: got %q... (%d bytes)", want, got, len(payload))
-			}
-			want++
-		default:
-			t.Fatalf("opcode %d", op)
-		}
-	}
-	if err := <-writerDone; err != nil {
+	// The writer finishes the frame, then writes its own; then the pong.
+	if err := conn.write(frame(1)); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-pongDone; err != nil {
@@ -959,6 +927,87 @@ func TestWSConnPartialWriteKeepsFramesWhole(t *testing.T) {
 	if conn.rest != nil || !conn.frameMu.TryLock() {
 		t.Fatal("the frame lock is still held after the rest was written")
 	}
+	sc.CloseWrite()
+	client := &rawWS{conn: cc, br: bufio.NewReader(bytes.NewReader(<-received))}
+	var got []string
+	for {
+		op, payload, err := client.readFrame(time.Second)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		got = append(got, fmt.Sprintf("%d:%.5s", op, payload))
+	}
+	if want := []string{"1:00000", "1:00001", "10:pong"}; !slices.Equal(got, want) {
+		t.Fatalf("client got frames %q, want %q", got, want)
+	}
+}
+
+// The library's pong to a client that reads nothing gives up after the
+// write timeout, so it cannot hold the frame lock, and the writer behind
+// it, for ever.
+func TestWSPongToStalledClientTimesOut(t *testing.T) {
+	sc, _ := tcpPair(t)
+	conn := newWSConn(sc, 200*time.Millisecond)
+	sc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	sc.Write(make([]byte, 1<<20)) // fills the socket
+	sc.SetWriteDeadline(time.Time{})
+	pongDone := make(chan error, 1)
+	go func() {
+		_, err := conn.Write(wsFrame(0xA, []byte("pong")))
+		pongDone <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- conn.write(wsFrame(wsOpText, []byte("event"))) }()
+	for name, done := range map[string]chan error{"pong": pongDone, "writer": writerDone} {
+		select {
+		case err := <-done:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("%s: %v, want the write timeout", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still blocked 5 s after a 200 ms write timeout", name)
+		}
+	}
+}
+
+// A client that resumes with since ahead of this replica's feed (it got the
+// events from another replica) does not get them again when the feed here
+// catches up, whether push or the writer delivers them.
+func TestWSResumeAheadOfReplica(t *testing.T) {
+	ts := newTestServer(t)
+	for i := range 3 {
+		ts.createIncident(t, fmt.Sprint("seen elsewhere ", i), "low")
+	}
+	ts.waitStream(t)
+	newest := ts.srv.hub.currentPosition()
+	// Make this replica's feed look three events behind.
+	ts.srv.hub.setPosition(newest - 3)
+	c, resp := dialRaw(t, ts, fmt.Sprintf("/api/v1/ws?since=%d", newest))
+	if c == nil {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if hello := c.readMessage(t); hello.Seq != newest-3 {
+		t.Fatalf("hello seq %d, want this replica's position %d", hello.Seq, newest-3)
+	}
+	waitFor(t, "the subscriber", func() bool { return ts.srv.hub.count() == 1 })
+	time.Sleep(50 * time.Millisecond) // the writer is waiting: push writes directly
+
+	// The feed catches up with what the client already has, then goes on.
+	stored, err := ts.st.EventsAfter(context.Background(), newest-3, newest, 10)
+	if err != nil || len(stored) != 3 {
+		t.Fatalf("events: %d, %v", len(stored), err)
+	}
+	var behind []*streamEvent
+	for _, e := range stored {
+		behind = append(behind, newStreamEvent(e))
+	}
+	ts.srv.hub.publish(behind, newest)
+	ts.createIncident(t, "new", "low")
+	c.expectSeqs(t, []int64{newest + 1})
 }
 
 // End to end: a subscriber that stops reading while events arrive, and
@@ -976,6 +1025,9 @@ func TestWSSlowReaderGetsWholeFrames(t *testing.T) {
 	c.conn.(*net.TCPConn).SetReadBuffer(64 << 10)
 	hello := c.readMessage(t).Seq
 	ts.srv.hub.mu.Lock()
+	if len(ts.srv.hub.subs) != 1 {
+		t.Fatalf("%d subscribers, want this one", len(ts.srv.hub.subs))
+	}
 	sub := ts.srv.hub.subs[0]
 	ts.srv.hub.mu.Unlock()
 	// With the socket buffers far smaller than the events, it fills.
@@ -998,10 +1050,10 @@ func TestWSSlowReaderGetsWholeFrames(t *testing.T) {
 	}
 	ts.waitStream(t)
 	sub.mu.Lock()
-	queued := len(sub.pending)
+	queued, direct := len(sub.pending), sub.sent
 	sub.mu.Unlock()
-	if queued == 0 {
-		t.Fatal("no event waits behind a full socket; the test needs smaller buffers")
+	if direct <= hello || queued == 0 {
+		t.Fatalf("push wrote up to seq %d itself (hello %d) and %d events wait behind a full socket; the test needs both", direct, hello, queued)
 	}
 	pongs := 0
 	for i := int64(1); i <= n || pongs < n/20; {
