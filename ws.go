@@ -143,10 +143,11 @@ func (h *hub) publish(events []*streamEvent, seq int64) {
 	shards := max(1, min(runtime.GOMAXPROCS(0), len(h.subs)/fanoutShard))
 	size := (len(h.subs) + shards - 1) / shards
 	behind := make([][]*subscriber, shards)
+	b := newBatch(events)
 	var wg sync.WaitGroup
 	for i := range shards {
 		part := h.subs[i*size : min((i+1)*size, len(h.subs))]
-		deliver := func() { behind[i] = h.deliver(part, events) }
+		deliver := func() { behind[i] = h.deliver(part, b) }
 		if i == shards-1 {
 			deliver()
 		} else {
@@ -165,10 +166,10 @@ func (h *hub) publish(events []*streamEvent, seq int64) {
 	h.position = max(h.position, seq)
 }
 
-// deliver pushes events to subs and returns those whose queue is full.
-func (h *hub) deliver(subs []*subscriber, events []*streamEvent) (behind []*subscriber) {
+// deliver pushes b to subs and returns those whose queue is full.
+func (h *hub) deliver(subs []*subscriber, b batch) (behind []*subscriber) {
 	for _, sub := range subs {
-		if !sub.push(events, h.maxPending) {
+		if !sub.push(b, h.maxPending) {
 			behind = append(behind, sub)
 		}
 	}
@@ -266,35 +267,31 @@ func newSubscriber(f streamFilter, who principal, direct *wsConn) *subscriber {
 	return &subscriber{filter: f, who: who, direct: direct, slot: -1, wake: make(chan struct{}, 1)}
 }
 
-// push delivers or queues the events sub wants; false when its queue
-// already holds limit events.
-func (sub *subscriber) push(events []*streamEvent, limit int) bool {
-	if !sub.filter.wantsAll(events) {
-		events = slices.DeleteFunc(slices.Clone(events), func(ev *streamEvent) bool { return !sub.filter.wants(ev) })
-		if len(events) == 0 {
-			return true
-		}
+// push delivers or queues the events of b that sub wants; false when its
+// queue already holds limit events.
+func (sub *subscriber) push(b batch, limit int) bool {
+	if b = b.only(sub.filter); len(b.events) == 0 {
+		return true
 	}
 	sub.mu.Lock()
 	if sub.idle {
 		// Only while the writer waits, so events leave in order and the
 		// writer never writes at the same time. A stream that resumed
 		// ahead of this replica skips what it has, as next does.
-		first, _ := slices.BinarySearchFunc(events, sub.floor+1, func(ev *streamEvent, seq int64) int { return cmp.Compare(ev.seq, seq) })
-		if events = events[first:]; len(events) == 0 {
+		if b = b.after(sub.floor); len(b.events) == 0 {
 			sub.mu.Unlock()
 			return true
 		}
 		sub.idle = false
-		switch sub.direct.tryWrite(wsFrames(events)) {
+		switch sub.direct.tryWrite(b.frames) {
 		case wroteAll:
 			sub.idle = true
-			sub.sent = events[len(events)-1].seq
+			sub.sent = b.last()
 			sub.mu.Unlock()
 			return true
 		case wrotePart:
 			// The writer sends the rest before anything else.
-			sub.sent = events[len(events)-1].seq
+			sub.sent = b.last()
 			sub.mu.Unlock()
 			sub.signal()
 			return true
@@ -304,19 +301,48 @@ func (sub *subscriber) push(events []*streamEvent, limit int) bool {
 		sub.mu.Unlock()
 		return false
 	}
-	sub.pending = append(sub.pending, events...)
+	sub.pending = append(sub.pending, b.events...)
 	sub.mu.Unlock()
 	sub.signal()
 	return true
 }
 
-// wsFrames are the events' WebSocket frames.
-func wsFrames(events []*streamEvent) [][]byte {
+// batch is events in sequence order as publish hands them to every
+// subscriber, with their WebSocket frames gathered once for all.
+type batch struct {
+	events []*streamEvent
+	frames [][]byte
+}
+
+func newBatch(events []*streamEvent) batch {
 	frames := make([][]byte, len(events))
 	for i, ev := range events {
 		frames[i] = ev.wsFrame
 	}
-	return frames
+	return batch{events: events, frames: frames}
+}
+
+// only is the part of b that f passes.
+func (b batch) only(f streamFilter) batch {
+	if f.wantsAll(b.events) {
+		return b
+	}
+	return newBatch(slices.DeleteFunc(slices.Clone(b.events), func(ev *streamEvent) bool { return !f.wants(ev) }))
+}
+
+// after is the part of b past seq.
+func (b batch) after(seq int64) batch {
+	i := firstAfter(b.events, seq)
+	return batch{events: b.events[i:], frames: b.frames[i:]}
+}
+
+func (b batch) last() int64 { return b.events[len(b.events)-1].seq }
+
+// firstAfter is the index of the first of events, in sequence order, past
+// seq.
+func firstAfter(events []*streamEvent, seq int64) int {
+	i, _ := slices.BinarySearchFunc(events, seq+1, func(ev *streamEvent, seq int64) int { return cmp.Compare(ev.seq, seq) })
+	return i
 }
 
 // end asks the subscriber's writer to close the connection.
@@ -502,8 +528,7 @@ func (c *subscription) next(gone <-chan struct{}, tick <-chan time.Time) wakeup 
 		return w // not one more event
 	}
 	// The queue is in sequence order: what replay already sent is a prefix.
-	first, _ := slices.BinarySearchFunc(events, c.seen+1, func(ev *streamEvent, seq int64) int { return cmp.Compare(ev.seq, seq) })
-	w.events = events[first:]
+	w.events = events[firstAfter(events, c.seen):]
 	return w
 }
 
@@ -740,8 +765,9 @@ func (c *wsConn) tryWrite(frames [][]byte) writeResult {
 		c.frameMu.Unlock()
 		return wroteAll
 	}
-	frames[0] = frames[0][n:]
-	c.rest = frames
+	// frames is the batch every subscriber shares: keep a copy.
+	c.rest = slices.Clone(frames)
+	c.rest[0] = c.rest[0][n:]
 	return wrotePart
 }
 

@@ -892,8 +892,12 @@ func TestWSConnPartialWriteKeepsFramesWhole(t *testing.T) {
 		return wsFrame(wsOpText, []byte(fmt.Sprintf("%05d%s", i, strings.Repeat("x", 64<<10))))
 	}
 	// Larger than both socket buffers together: push can only begin it.
-	if got := conn.tryWrite([][]byte{frame(0)}); got != wrotePart {
+	shared := [][]byte{frame(0)}
+	if got := conn.tryWrite(shared); got != wrotePart {
 		t.Fatalf("tryWrite of a frame larger than the socket's buffers = %d, want wrotePart", got)
+	}
+	if !bytes.Equal(shared[0], frame(0)) {
+		t.Fatal("tryWrite changed the frames it was given, which every subscriber shares")
 	}
 	if conn.tryWrite([][]byte{frame(1)}) != wroteNone {
 		t.Fatal("tryWrite wrote while a frame was unfinished")
