@@ -284,13 +284,11 @@ func (s *server) handleIncidentList(w http.ResponseWriter, r *http.Request) erro
 	}
 	if more {
 		last := list[len(list)-1]
-		next := cloneQuery(q)
 		if f.Sort == defaultSort && q.Get("cursor") == "" {
-			next.Set("before", strconv.FormatInt(last.ID, 10)) // the original API's pages
+			setNextPage(w, r, "before", strconv.FormatInt(last.ID, 10)) // the original API's pages
 		} else {
-			next.Set("cursor", encodeCursor(f.Sort, sortKeyOf(f.Sort, last)))
+			setNextPage(w, r, "cursor", encodeCursor(f.Sort, sortKeyOf(f.Sort, last)))
 		}
-		w.Header().Set("Link", linkNext(r, next))
 	}
 	return writeJSON(w, http.StatusOK, list)
 }
@@ -347,12 +345,6 @@ func cloneQuery(q url.Values) url.Values {
 		c[k] = append([]string(nil), v...)
 	}
 	return c
-}
-
-// linkNext is an RFC 8288 Link header for the next page: this path with the
-// next page's query.
-func linkNext(r *http.Request, q url.Values) string {
-	return "<" + r.URL.Path + "?" + q.Encode() + `>; rel="next"`
 }
 
 // pathID reads the {id} path parameter.
@@ -504,11 +496,26 @@ func pageParams(q url.Values) (limit int, after int64, err error) {
 	return int(l), after, invalid(problems...)
 }
 
-// setNextPage sets the Link header to the page after the id last.
-func setNextPage(w http.ResponseWriter, r *http.Request, last int64) {
+// setNextPage sets the Link header (RFC 8288) to the next page: this
+// request with param set to value.
+func setNextPage(w http.ResponseWriter, r *http.Request, param, value string) {
 	next := cloneQuery(r.URL.Query())
-	next.Set("after", strconv.FormatInt(last, 10))
-	w.Header().Set("Link", linkNext(r, next))
+	next.Set(param, value)
+	w.Header().Set("Link", "<"+r.URL.Path+"?"+next.Encode()+`>; rel="next"`)
+}
+
+// writePage writes a page of a list paged with limit and after: the items
+// as view shows them and, when more follow, a Link to the page after the
+// last one's key.
+func writePage[T, V any](w http.ResponseWriter, r *http.Request, items []T, more bool, key func(T) int64, view func(T) V) error {
+	if more {
+		setNextPage(w, r, "after", strconv.FormatInt(key(items[len(items)-1]), 10))
+	}
+	views := make([]V, len(items))
+	for i, item := range items {
+		views[i] = view(item)
+	}
+	return writeJSON(w, http.StatusOK, views)
 }
 
 // handleNoteList handles GET /api/v1/incidents/{id}/notes.
@@ -525,10 +532,7 @@ func (s *server) handleNoteList(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return notFoundAs(err, errIncidentNotFound)
 	}
-	if more {
-		setNextPage(w, r, notes[len(notes)-1].ID)
-	}
-	return writeJSON(w, http.StatusOK, notes)
+	return writePage(w, r, notes, more, func(n note) int64 { return n.ID }, func(n note) note { return n })
 }
 
 // handleIncidentEvents handles GET /api/v1/incidents/{id}/events: the
@@ -546,12 +550,5 @@ func (s *server) handleIncidentEvents(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return notFoundAs(err, errIncidentNotFound)
 	}
-	timeline := make([]eventView, len(events))
-	for i, e := range events {
-		timeline[i] = newEventView(e)
-	}
-	if more {
-		setNextPage(w, r, events[len(events)-1].Seq)
-	}
-	return writeJSON(w, http.StatusOK, timeline)
+	return writePage(w, r, events, more, func(e storedEvent) int64 { return e.Seq }, newEventView)
 }

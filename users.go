@@ -92,14 +92,7 @@ func (s *server) handleUserList(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	views := make([]userView, len(users))
-	for i, u := range users {
-		views[i] = newUserView(u)
-	}
-	if more {
-		setNextPage(w, r, users[len(users)-1].ID)
-	}
-	return writeJSON(w, http.StatusOK, views)
+	return writePage(w, r, users, more, func(u user) int64 { return u.ID }, newUserView)
 }
 
 // userUpdate is the body of PATCH /api/v1/users/{id}.
@@ -170,9 +163,7 @@ func (s *server) handleAuditList(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if more {
-		next := cloneQuery(q)
-		next.Set("before", strconv.FormatInt(entries[len(entries)-1].ID, 10))
-		w.Header().Set("Link", linkNext(r, next))
+		setNextPage(w, r, "before", strconv.FormatInt(entries[len(entries)-1].ID, 10))
 	}
 	return writeJSON(w, http.StatusOK, entries)
 }
