@@ -232,23 +232,10 @@ func TestRunReadsDotEnv(t *testing.T) {
 	if err := os.WriteFile(envFile, []byte(dotenv), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	log := &syncBuffer{}
-	go func() {
-		done <- run(ctx, []string{"incidents", "-env-file", envFile}, func(string) string { return "" }, io.Discard, log)
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(log.String(), `"msg":"listening"`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("run with .env did not start; log:\n%s", log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("run = %v, want nil", err)
-	}
+	// An empty environment: everything comes from the file (the last
+	// -env-file wins over startRun's).
+	rs := startRun(t, map[string]string{}, "-env-file", envFile)
+	rs.stop(t)
 }
 
 func TestGracefulShutdownFinishesInFlightRequest(t *testing.T) {

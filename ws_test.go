@@ -711,16 +711,7 @@ func TestStalledSubscriberDoesNotDelayOthers(t *testing.T) {
 	inc.Description = strings.Repeat("x", 10000)
 	for sent := 0; sent < n; sent += batch {
 		waitFor(t, "the healthy subscriber to keep up", func() bool { return delivered.Load() >= int64(sent-batch) })
-		if err := ts.st.inTx(context.Background(), func(tx *sql.Tx) error {
-			for range batch {
-				if err := ts.st.appendEvent(context.Background(), tx, "added", inc, actorRef{}, nil, time.Now()); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		ts.appendEvents(t, inc, batch)
 	}
 	if err := <-readerDone; err != nil {
 		t.Fatal(err)
@@ -850,6 +841,22 @@ func TestWSPongAfterIdle(t *testing.T) {
 	op, payload, err := c.readFrame(5 * time.Second)
 	if err != nil || op != 0xA || string(payload) != "still there?" {
 		t.Fatalf("got opcode %d %q (%v), want the pong", op, payload, err)
+	}
+}
+
+// appendEvents appends n "added" events for inc in one transaction, the
+// size of the stream's batch.
+func (ts *testServer) appendEvents(t *testing.T, inc incident, n int) {
+	t.Helper()
+	if err := ts.st.inTx(context.Background(), func(tx *sql.Tx) error {
+		for range n {
+			if err := ts.st.appendEvent(context.Background(), tx, "added", inc, actorRef{}, nil, time.Now()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -1043,11 +1050,7 @@ func TestWSSlowReaderGetsWholeFrames(t *testing.T) {
 	const n = 100
 	inc.Description = strings.Repeat("y", 10000)
 	for i := range n {
-		if err := ts.st.inTx(context.Background(), func(tx *sql.Tx) error {
-			return ts.st.appendEvent(context.Background(), tx, "added", inc, actorRef{}, nil, time.Now())
-		}); err != nil {
-			t.Fatal(err)
-		}
+		ts.appendEvents(t, inc, 1)
 		if i%20 == 0 {
 			c.writeFrame(wsOpPing, []byte(fmt.Sprint(i)))
 		}
