@@ -388,7 +388,7 @@ func TestReportValidation(t *testing.T) {
 
 func TestListFilters(t *testing.T) {
 	ts := newTestServer(t)
-	token := ts.register(t, "oncall", "password1")
+	ts.register(t, "oncall", "password1")
 	post := func(body string) incident {
 		var inc incident
 		ts.request(t, "POST", "/api/v1/incidents", body).json(t, &inc)
@@ -399,7 +399,7 @@ func TestListFilters(t *testing.T) {
 	stagingDB := post(`{"title":"replication broken","severity":"low","labels":{"env":"staging","team":"db"}}`)
 	ts.clock.Advance(time.Hour)
 	prodWeb := post(`{"title":"5xx on web_1 100%","severity":"critical","labels":{"env":"prod","team":"web"}}`)
-	token = ts.login(t, "oncall", "password1") // the clock moved past the first token's expiry
+	token := ts.login(t, "oncall", "password1") // the clock moved past the registration token's expiry
 	ts.patch(t, stagingDB.ID, "acknowledge", token, "").mustStatus(t, "acknowledge", http.StatusOK)
 
 	ids := func(query string) []int64 {

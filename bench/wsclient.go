@@ -123,12 +123,6 @@ func (c *wsConn) readHello() ([]byte, error) {
 	}
 }
 
-// writeFrame sends one short masked frame.
-func (c *wsConn) writeFrame(op byte, payload []byte) error {
-	_, err := c.conn.Write(maskedFrame(op, payload))
-	return err
-}
-
 // maskedFrame builds a final frame as a client must send it, masked, of at
 // most 125 bytes: a pong or a close.
 func maskedFrame(op byte, payload []byte) []byte {
