@@ -715,9 +715,7 @@ func newWSConn(conn net.Conn, timeout time.Duration) *wsConn {
 func (c *wsConn) Write(p []byte) (int, error) {
 	c.frameMu.Lock()
 	defer c.frameMu.Unlock()
-	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
-	defer c.Conn.SetWriteDeadline(time.Time{})
-	return c.Conn.Write(p)
+	return c.send(p)
 }
 
 func (c *wsConn) Close() error {
@@ -793,9 +791,7 @@ func writeNow(fd int, frames [][]byte) int {
 	return int(n)
 }
 
-// write sends whole frames, after the rest of one push began, with a
-// deadline, then clears the deadline: the library's pongs must not meet an
-// expired one.
+// write sends whole frames, after the rest of one push began.
 func (c *wsConn) write(frames ...[]byte) error {
 	if len(frames) == 0 && c.rest == nil {
 		return nil
@@ -807,15 +803,21 @@ func (c *wsConn) write(frames ...[]byte) error {
 		c.frameMu.Lock()
 	}
 	defer c.frameMu.Unlock()
+	_, err := c.send(frames...)
+	return err
+}
+
+// send writes frames with the deadline, then clears it, so that no later
+// write meets an expired one; frameMu is held.
+func (c *wsConn) send(frames ...[]byte) (int, error) {
 	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 	defer c.Conn.SetWriteDeadline(time.Time{})
 	if len(frames) == 1 {
-		_, err := c.Conn.Write(frames[0]) // write(2); a one-element writev costs more
-		return err
+		return c.Conn.Write(frames[0]) // write(2); a one-element writev costs more
 	}
 	bufs := net.Buffers(frames)
-	_, err := bufs.WriteTo(c.Conn)
-	return err
+	n, err := bufs.WriteTo(c.Conn)
+	return int(n), err
 }
 
 // serveWS is one WebSocket subscriber. This goroutine writes our frames,
