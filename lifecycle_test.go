@@ -177,11 +177,7 @@ func TestTransitionNoteAndBody(t *testing.T) {
 		{"not JSON", `{"note":`, []string{"json_invalid@body"}},
 		{"not an object", `["note"]`, []string{"model_attributes_type@body"}},
 	} {
-		r := ts.patch(t, inc.ID, "acknowledge", token, tt.body)
-		r.mustStatus(t, tt.name, http.StatusUnprocessableEntity)
-		if got := problemTypes(t, r); !reflect.DeepEqual(got, tt.wantTypes) {
-			t.Errorf("%s: problems = %v, want %v", tt.name, got, tt.wantTypes)
-		}
+		ts.patch(t, inc.ID, "acknowledge", token, tt.body).mustProblems(t, tt.name, tt.wantTypes...)
 	}
 	if got := ts.getIncident(t, inc.ID); got.Status != "open" {
 		t.Fatalf("a refused request changed the status to %s", got.Status)
@@ -371,11 +367,7 @@ func TestReportValidation(t *testing.T) {
 		{"long label value", `"labels":{"env":"` + strings.Repeat("v", 1001) + `"}`, []string{"string_too_long@body.labels.env"}},
 		{"several labels at once", `"labels":{"a":1,"b":null}`, []string{"string_type@body.labels.a", "string_type@body.labels.b"}},
 	} {
-		r := ts.request(t, "POST", "/api/v1/incidents", `{"title":"t","severity":"low",`+tt.extra+`}`)
-		r.mustStatus(t, tt.name, http.StatusUnprocessableEntity)
-		if got := problemTypes(t, r); !reflect.DeepEqual(got, tt.wantTypes) {
-			t.Errorf("%s: problems = %v, want %v", tt.name, got, tt.wantTypes)
-		}
+		ts.request(t, "POST", "/api/v1/incidents", `{"title":"t","severity":"low",`+tt.extra+`}`).mustProblems(t, tt.name, tt.wantTypes...)
 	}
 	r := ts.request(t, "POST", "/api/v1/incidents", `{"title":"t","severity":"low","labels":{"env":"prod","team":"db"},"dedup_key":null}`)
 	r.mustStatus(t, "labels", http.StatusCreated)
@@ -455,11 +447,7 @@ func TestListFilters(t *testing.T) {
 		{"q=" + strings.Repeat("q", 201), []string{"string_too_long@query.q"}},
 		{"status=acknowledged,closed", []string{"enum@query.status"}},
 	} {
-		r := ts.request(t, "GET", "/api/v1/incidents?"+tt.query, "")
-		r.mustStatus(t, "?"+tt.query, http.StatusUnprocessableEntity)
-		if got := problemTypes(t, r); !reflect.DeepEqual(got, tt.wantTypes) {
-			t.Errorf("?%s problems = %v, want %v", tt.query, got, tt.wantTypes)
-		}
+		ts.request(t, "GET", "/api/v1/incidents?"+tt.query, "").mustProblems(t, "?"+tt.query, tt.wantTypes...)
 	}
 	// A cursor only works with the sort that made it.
 	link := nextLink(t, ts.request(t, "GET", "/api/v1/incidents?sort=severity&limit=1", ""))

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -279,6 +280,16 @@ func (r response) mustStatus(t testing.TB, what string, want int) response {
 		t.Fatalf("%s: status = %d, want %d; body %s", what, r.status, want, r.body)
 	}
 	return r
+}
+
+// mustProblems checks that r is a 422 whose problems are exactly want, as
+// type@location.
+func (r response) mustProblems(t *testing.T, what string, want ...string) {
+	t.Helper()
+	r.mustStatus(t, what, http.StatusUnprocessableEntity)
+	if got := problemTypes(t, r); !slices.Equal(got, want) {
+		t.Errorf("%s: problems = %v, want %v", what, got, want)
+	}
 }
 
 // register creates a user and returns a token for it.
