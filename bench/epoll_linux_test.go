@@ -1,21 +1,48 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/net/websocket"
+
+	"incidents/internal/uring"
 )
 
 // TestReadersEndToEnd connects subscribers to a WebSocket server that sends
 // a hello, then events with a ping among them, and checks that the reader
-// loops deliver every event and stop when closed. The last event is larger
-// than a loop's read buffer: edge-triggered, a loop must read until the
-// socket is empty.
+// loops deliver every event and stop when closed, reading with io_uring and
+// with read(2). The last event is larger than a read's buffer: edge-triggered,
+// a loop must read until the socket is empty.
 func TestReadersEndToEnd(t *testing.T) {
+	kernelURing := kernelHasURing(t)
+	for _, useURing := range []bool{true, false} {
+		t.Run(fmt.Sprintf("io_uring=%v", useURing), func(t *testing.T) { testReaders(t, useURing, useURing && kernelURing) })
+	}
+}
+
+// kernelHasURing reports whether this kernel lets the tool use io_uring. A
+// kernel that refuses it (too old, kernel.io_uring_disabled, a seccomp
+// filter) must refuse it in io_uring_setup; the loops then read(2).
+func kernelHasURing(t *testing.T) bool {
+	u, err := uring.New(uringBatch)
+	if err != nil {
+		if !errors.Is(err, syscall.ENOSYS) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EACCES) {
+			t.Fatalf("newURing: %v; want success, or the kernel's refusal", err)
+		}
+		t.Logf("io_uring is refused here (%v); the loops read(2) and that is what gets tested", err)
+		return false
+	}
+	u.Close()
+	return true
+}
+
+func testReaders(t *testing.T, useURing, wantURing bool) {
 	const events = 5
 	srv := httptest.NewServer(websocket.Handler(func(ws *websocket.Conn) {
 		send := func(op byte, msg string) {
@@ -31,7 +58,7 @@ func TestReadersEndToEnd(t *testing.T) {
 			}
 			title := strings.Repeat("t", 50*id) // from 126 bytes on, a 16-bit length
 			if id == events {
-				title = strings.Repeat("t", 100<<10) // a 64-bit length, and more than one read
+				title = strings.Repeat("t", 100<<10) // a 64-bit length, and more than one read either way
 			}
 			send(websocket.TextFrame, fmt.Sprintf(`{"type":"added","seq":%d,"data":{"id":%d,"title":%q}}`, id+1, id, title))
 		}
@@ -53,9 +80,12 @@ func TestReadersEndToEnd(t *testing.T) {
 	}
 	var down failures
 	// The pause lets the large event arrive whole before a loop reads it.
-	rd, err := startReaders(subs, 2, 50*time.Millisecond, tr, &down)
+	rd, err := startReaders(subs, 2, 50*time.Millisecond, useURing, tr, &down)
 	if err != nil {
 		t.Fatalf("startReaders: %v", err)
+	}
+	if got := rd.noURing == nil; got != wantURing {
+		t.Errorf("reading with io_uring: %v (%v), want %v", got, rd.noURing, wantURing)
 	}
 	want := int64(events * len(subs))
 	for deadline := time.Now().Add(5 * time.Second); tr.delivered.Load() < want && time.Now().Before(deadline); {

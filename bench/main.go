@@ -113,6 +113,7 @@ type options struct {
 	pid         int
 	readers     int
 	readPause   time.Duration
+	ioURing     bool
 
 	connectConcurrency int
 	maxInflight        int
@@ -142,6 +143,7 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.pid, "pid", 0, "server process id, to report its RSS and CPU from /proc (0: skip)")
 	fs.IntVar(&o.readers, "readers", runtime.GOMAXPROCS(0), "epoll loops that read the subscribers")
 	fs.DurationVar(&o.readPause, "read-pause", time.Millisecond, "how long a reader loop sleeps after each pass over its ready sockets (0: none)")
+	fs.BoolVar(&o.ioURing, "io-uring", true, "receive with io_uring batches where the kernel allows it (false: one read(2) per socket)")
 	scenario := fs.String("scenario", "", "preset: a = 10000 subscribers, 10/s, 30s; b = 100 subscribers, 500/s, 20s (explicit flags win)")
 	fs.IntVar(&o.connectConcurrency, "connect-concurrency", 200, "WebSocket handshakes in flight at once")
 	fs.IntVar(&o.maxInflight, "max-inflight", 64, "POSTs in flight at once; a POST due while all are busy is skipped and counted")
@@ -450,6 +452,7 @@ type result struct {
 	opts options
 
 	connected       int
+	reading         string // how the reader loops read
 	connectErrors   failures
 	connectTime     time.Duration
 	postTarget      int
@@ -523,14 +526,18 @@ func runFanout(o options) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	readers, err := startReaders(subs, o.readers, o.readPause, tr, &r.disconnects)
+	readers, err := startReaders(subs, o.readers, o.readPause, o.ioURing, tr, &r.disconnects)
 	if err != nil {
 		for _, s := range subs {
 			s.close()
 		}
 		return nil, err
 	}
-	logf(tr, "reading them with %d epoll loops", len(readers.loops))
+	r.reading = "io_uring receives"
+	if readers.noURing != nil {
+		r.reading = fmt.Sprintf("read(2) (no io_uring: %v)", readers.noURing)
+	}
+	logf(tr, "reading them with %d epoll loops, %s", len(readers.loops), r.reading)
 
 	settle0 := readMachineCPU()
 	time.Sleep(o.settle)
@@ -845,6 +852,7 @@ func (r *result) print(w io.Writer) {
 	line("url", "%s", o.url)
 	line("subscribers_requested", "%d", o.subscribers)
 	line("subscribers_connected", "%d", r.connected)
+	line("reading", "%s", r.reading)
 	line("connect_errors", "%d", r.connectErrors.count())
 	line("connect_time", "%s", r.connectTime.Round(time.Millisecond))
 	line("rate_target", "%g/s", o.rate)
