@@ -207,6 +207,9 @@ func newTestServerOn(t testing.TB, st *store, cfg config) *testServer {
 	ts.Config.RegisterOnShutdown(srv.hub.shutdown)
 	ts.Start()
 	t.Cleanup(ts.Close)
+	// As at the end of a real server; httptest's Close does not call it.
+	// It also releases the hub's io_uring rings.
+	t.Cleanup(srv.hub.shutdown)
 	return &testServer{Server: ts, srv: srv, st: st, clock: clock}
 }
 

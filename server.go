@@ -37,7 +37,7 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := newHub()
+	h := newHub(logger)
 	s := &server{
 		cfg:          cfg,
 		store:        st,

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -20,9 +21,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/net/websocket"
+
+	"incidents/internal/uring"
 )
 
 // Stream tuning.
@@ -64,10 +66,17 @@ type hub struct {
 	position int64         // the newest sequence number published
 	closed   bool
 	active   sync.WaitGroup // subscriptions not yet closed, for shutdown
+	// senders make publish's direct writes, one per fan-out shard, made
+	// on first use.
+	senders []*sender
+	// noRing is why the senders write(2) instead of using io_uring; nil
+	// until a sender is made.
+	noRing error
+	log    *slog.Logger
 }
 
-func newHub() *hub {
-	return &hub{maxPending: defaultMaxPending, writeTimeout: defaultStreamWriteTimeout}
+func newHub(logger *slog.Logger) *hub {
+	return &hub{maxPending: defaultMaxPending, writeTimeout: defaultStreamWriteTimeout, log: logger}
 }
 
 // currentPosition is the newest sequence number published.
@@ -144,10 +153,13 @@ func (h *hub) publish(events []*streamEvent, seq int64) {
 	size := (len(h.subs) + shards - 1) / shards
 	behind := make([][]*subscriber, shards)
 	b := newBatch(events)
+	for len(h.senders) < shards {
+		h.senders = append(h.senders, h.newSender())
+	}
 	var wg sync.WaitGroup
 	for i := range shards {
 		part := h.subs[i*size : min((i+1)*size, len(h.subs))]
-		deliver := func() { behind[i] = h.deliver(part, b) }
+		deliver := func() { behind[i] = h.deliver(part, b, h.senders[i]) }
 		if i == shards-1 {
 			deliver()
 		} else {
@@ -166,13 +178,32 @@ func (h *hub) publish(events []*streamEvent, seq int64) {
 	h.position = max(h.position, seq)
 }
 
-// deliver pushes b to subs and returns those whose queue is full.
-func (h *hub) deliver(subs []*subscriber, b batch) (behind []*subscriber) {
+// deliver offers b to subs, has out send what may go straight to their
+// sockets, and returns the subscribers whose queue is full.
+func (h *hub) deliver(subs []*subscriber, b batch, out *sender) (behind []*subscriber) {
+	writes := make([]directWrite, 0, min(len(subs), directBatch))
+	flush := func() {
+		out.send(writes)
+		for _, w := range writes {
+			if !w.sub.wrote(w.b, w.n, h.maxPending) {
+				behind = append(behind, w.sub)
+			}
+		}
+		writes = writes[:0]
+	}
 	for _, sub := range subs {
-		if !sub.push(b, h.maxPending) {
+		direct, ok := sub.offer(b, h.maxPending)
+		switch {
+		case !ok:
 			behind = append(behind, sub)
+		case direct.events != nil:
+			writes = append(writes, directWrite{sub: sub, b: direct})
+			if len(writes) == directBatch {
+				flush()
+			}
 		}
 	}
+	flush()
 	return behind
 }
 
@@ -186,6 +217,10 @@ func (h *hub) shutdown() {
 	for _, sub := range h.subs {
 		sub.end(endShutdown)
 	}
+	for _, out := range h.senders {
+		out.close()
+	}
+	h.senders, h.noRing = nil, errShuttingDown
 }
 
 // recheck ends the streams of user userID (every user's, for 0) whose
@@ -267,11 +302,15 @@ func newSubscriber(f streamFilter, who principal, direct *wsConn) *subscriber {
 	return &subscriber{filter: f, who: who, direct: direct, slot: -1, wake: make(chan struct{}, 1)}
 }
 
-// push delivers or queues the events of b that sub wants; false when its
-// queue already holds limit events.
-func (sub *subscriber) push(b batch, limit int) bool {
+// offer hands sub the events of b it wants. While its writer waits with
+// nothing queued and nothing else is writing to the connection, offer
+// returns them to be written straight to the socket, and sub.mu and the
+// connection's frameMu stay held until wrote: waking a goroutine per
+// subscriber and event costs more than the write. Otherwise it queues
+// them for the writer; ok is false when the queue already holds limit.
+func (sub *subscriber) offer(b batch, limit int) (direct batch, ok bool) {
 	if b = b.only(sub.filter); len(b.events) == 0 {
-		return true
+		return batch{}, true
 	}
 	sub.mu.Lock()
 	if sub.idle {
@@ -280,46 +319,72 @@ func (sub *subscriber) push(b batch, limit int) bool {
 		// ahead of this replica skips what it has, as next does.
 		if b = b.after(sub.floor); len(b.events) == 0 {
 			sub.mu.Unlock()
-			return true
+			return batch{}, true
 		}
 		sub.idle = false
-		switch sub.direct.tryWrite(b.frames) {
-		case wroteAll:
-			sub.idle = true
-			sub.sent = b.last()
-			sub.mu.Unlock()
-			return true
-		case wrotePart:
-			// The writer sends the rest before anything else.
-			sub.sent = b.last()
-			sub.mu.Unlock()
-			sub.signal()
-			return true
+		if sub.direct.claim() {
+			return b, true
 		}
 	}
+	return batch{}, sub.enqueue(b.events, limit)
+}
+
+// wrote finishes what offer began: n bytes of b went out (-1: none,
+// uring.Unknown: nobody knows).
+func (sub *subscriber) wrote(b batch, n int, limit int) bool {
+	if n == uring.Unknown {
+		// The frames may be on the wire or not: repeating them could
+		// corrupt the stream, so the client resumes from what it has.
+		sub.direct.wrote(nil, 0)
+		sub.mu.Unlock()
+		return false
+	}
+	switch sub.direct.wrote(b.wire, n) {
+	case wroteAll:
+		sub.idle = true
+		sub.sent = b.last()
+		sub.mu.Unlock()
+		return true
+	case wrotePart:
+		// The writer sends the rest before anything else.
+		sub.sent = b.last()
+		sub.mu.Unlock()
+		sub.signal()
+		return true
+	}
+	return sub.enqueue(b.events, limit)
+}
+
+// enqueue queues events for the writer and unlocks sub.mu; false when the
+// queue already holds limit events.
+func (sub *subscriber) enqueue(events []*streamEvent, limit int) bool {
 	if len(sub.pending) >= limit {
 		sub.mu.Unlock()
 		return false
 	}
-	sub.pending = append(sub.pending, b.events...)
+	sub.pending = append(sub.pending, events...)
 	sub.mu.Unlock()
 	sub.signal()
 	return true
 }
 
 // batch is events in sequence order as publish hands them to every
-// subscriber, with their WebSocket frames gathered once for all.
+// subscriber, with their WebSocket frames joined once for all, so that
+// one write sends them.
 type batch struct {
 	events []*streamEvent
-	frames [][]byte
+	wire   []byte
 }
 
 func newBatch(events []*streamEvent) batch {
-	frames := make([][]byte, len(events))
-	for i, ev := range events {
-		frames[i] = ev.wsFrame
+	if len(events) == 1 {
+		return batch{events: events, wire: events[0].wsFrame}
 	}
-	return batch{events: events, frames: frames}
+	var wire []byte
+	for _, ev := range events {
+		wire = append(wire, ev.wsFrame...)
+	}
+	return batch{events: events, wire: wire}
 }
 
 // only is the part of b that f passes.
@@ -333,7 +398,11 @@ func (b batch) only(f streamFilter) batch {
 // after is the part of b past seq.
 func (b batch) after(seq int64) batch {
 	i := firstAfter(b.events, seq)
-	return batch{events: b.events[i:], frames: b.frames[i:]}
+	skip := 0
+	for _, ev := range b.events[:i] {
+		skip += len(ev.wsFrame)
+	}
+	return batch{events: b.events[i:], wire: b.wire[skip:]}
 }
 
 func (b batch) last() int64 { return b.events[len(b.events)-1].seq }
@@ -691,7 +760,7 @@ type wsConn struct {
 	detached atomic.Bool
 
 	frameMu sync.Mutex
-	// rest is what tryWrite could not write after it began a frame.
+	// rest is what a direct write left after it began a frame.
 	// frameMu stays held for it, and the next write sends it first. The
 	// subscriber's mutex hands it from push to the writer.
 	rest [][]byte
@@ -743,52 +812,25 @@ const (
 	wroteAll
 )
 
-// tryWrite writes frames with one system call that does not wait for the
-// client (the socket is non-blocking). After wrotePart, frameMu stays held
-// and rest holds what is left.
-func (c *wsConn) tryWrite(frames [][]byte) writeResult {
-	if c.fd < 0 || !c.frameMu.TryLock() {
-		return wroteNone
-	}
-	n := writeNow(c.fd, frames)
-	if n <= 0 {
+// claim takes the connection for a write that must not wait; false if it
+// is not a socket or another frame is on its way.
+func (c *wsConn) claim() bool {
+	return c.fd >= 0 && c.frameMu.TryLock()
+}
+
+// wrote finishes a claimed write of wire, of which n bytes went out (-1:
+// none). After wrotePart, frameMu stays held and rest holds what is left.
+func (c *wsConn) wrote(wire []byte, n int) writeResult {
+	switch {
+	case n <= 0:
 		c.frameMu.Unlock()
 		return wroteNone
-	}
-	for len(frames) > 0 && n >= len(frames[0]) {
-		n -= len(frames[0])
-		frames = frames[1:]
-	}
-	if len(frames) == 0 {
+	case n >= len(wire):
 		c.frameMu.Unlock()
 		return wroteAll
 	}
-	// frames is the batch every subscriber shares: keep a copy.
-	c.rest = slices.Clone(frames)
-	c.rest[0] = c.rest[0][n:]
+	c.rest = [][]byte{wire[n:]}
 	return wrotePart
-}
-
-// writeNow is write(2) or writev(2) on a non-blocking socket, without the
-// runtime's bookkeeping for calls that may block: it returns at once. It
-// reports the bytes written, or -1.
-func writeNow(fd int, frames [][]byte) int {
-	var n uintptr
-	var errno syscall.Errno
-	if len(frames) == 1 {
-		n, _, errno = syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(frames[0]))), uintptr(len(frames[0])))
-	} else {
-		iov := make([]syscall.Iovec, len(frames))
-		for i, f := range frames {
-			iov[i].Base = unsafe.SliceData(f)
-			iov[i].SetLen(len(f))
-		}
-		n, _, errno = syscall.RawSyscall(syscall.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(iov))), uintptr(len(iov)))
-	}
-	if errno != 0 {
-		return -1
-	}
-	return int(n)
 }
 
 // write sends whole frames, after the rest of one push began.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -884,25 +886,67 @@ func tcpPair(t *testing.T) (server, client *net.TCPConn) {
 	return sc, client
 }
 
-// A frame that push could only begin is finished by the writer before
-// anything else, and the library's frames (pongs) wait for it: the client
-// sees whole frames only, in order.
+// A frame that a direct write could only begin is finished by the writer
+// before anything else, and the library's frames (pongs) wait for it: the
+// client sees whole frames only, in order. Both ways of sending direct
+// writes are checked: io_uring and write(2).
 func TestWSConnPartialWriteKeepsFramesWhole(t *testing.T) {
+	for _, ring := range []bool{true, false} {
+		t.Run(fmt.Sprintf("io_uring=%v", ring), func(t *testing.T) {
+			if out := testSender(t, ring); out != nil {
+				testPartialWrite(t, out)
+			}
+		})
+	}
+}
+
+// testSender returns a sender that writes through io_uring, or with
+// write(2) when ring is false. Where the kernel refuses io_uring it returns
+// nil for ring: the server then uses write(2), which is tested either way.
+func testSender(t *testing.T, ring bool) *sender {
+	t.Helper()
+	h := newHub(slog.New(slog.DiscardHandler))
+	if !ring {
+		h.noRing = errors.New("write(2) asked for")
+	}
+	out := h.newSender()
+	t.Cleanup(out.close)
+	if ring && out.ring == nil {
+		if !errors.Is(h.noRing, syscall.ENOSYS) && !errors.Is(h.noRing, syscall.EPERM) && !errors.Is(h.noRing, syscall.EACCES) {
+			t.Fatalf("no io_uring ring: %v; want one, or the kernel's refusal", h.noRing)
+		}
+		t.Logf("io_uring is refused here (%v): the write(2) path is what runs", h.noRing)
+		return nil
+	}
+	return out
+}
+
+func testPartialWrite(t *testing.T, out *sender) {
 	sc, cc := tcpPair(t)
 	conn := newWSConn(sc, time.Minute)
+	sub := newSubscriber(streamFilter{}, principal{}, conn)
 	frame := func(i int) []byte {
 		return wsFrame(wsOpText, []byte(fmt.Sprintf("%05d%s", i, strings.Repeat("x", 64<<10))))
 	}
-	// Larger than both socket buffers together: push can only begin it.
-	shared := [][]byte{frame(0)}
-	if got := conn.tryWrite(shared); got != wrotePart {
-		t.Fatalf("tryWrite of a frame larger than the socket's buffers = %d, want wrotePart", got)
+	direct := func(wire []byte) writeResult {
+		if !conn.claim() {
+			return wroteNone
+		}
+		writes := []directWrite{{sub: sub, b: batch{wire: wire}}}
+		out.send(writes)
+		return conn.wrote(wire, writes[0].n)
 	}
-	if !bytes.Equal(shared[0], frame(0)) {
-		t.Fatal("tryWrite changed the frames it was given, which every subscriber shares")
+	// Larger than both socket buffers together: a direct write can only
+	// begin it.
+	shared := frame(0)
+	if got := direct(shared); got != wrotePart {
+		t.Fatalf("direct write of a frame larger than the socket's buffers = %d, want wrotePart", got)
 	}
-	if conn.tryWrite([][]byte{frame(1)}) != wroteNone {
-		t.Fatal("tryWrite wrote while a frame was unfinished")
+	if !bytes.Equal(shared, frame(0)) {
+		t.Fatal("the direct write changed the frames it was given, which every subscriber shares")
+	}
+	if direct(frame(1)) != wroteNone {
+		t.Fatal("a direct write went out while a frame was unfinished")
 	}
 
 	// From now on the client reads everything, so the socket has room and
@@ -1018,10 +1062,30 @@ func TestWSResumeAheadOfReplica(t *testing.T) {
 
 // End to end: a subscriber that stops reading while events arrive, and
 // pings meanwhile, then reads again, gets every event whole and in order,
-// and its pongs.
+// and its pongs, whether direct writes go through io_uring or write(2).
 func TestWSSlowReaderGetsWholeFrames(t *testing.T) {
+	for _, ring := range []bool{true, false} {
+		t.Run(fmt.Sprintf("io_uring=%v", ring), func(t *testing.T) { testSlowReader(t, ring) })
+	}
+}
+
+// useWriteSyscall makes h write with write(2), as where the kernel
+// refuses io_uring.
+func useWriteSyscall(h *hub) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, out := range h.senders {
+		out.close()
+	}
+	h.senders, h.noRing = nil, errors.New("write(2) asked for")
+}
+
+func testSlowReader(t *testing.T, ring bool) {
 	ts := newTestServer(t)
 	ts.srv.hub.writeTimeout = time.Minute
+	if !ring {
+		useWriteSyscall(ts.srv.hub)
+	}
 	inc := ts.createIncident(t, "big", "high")
 	ts.waitStream(t)
 	c, resp := dialRaw(t, ts, "/api/v1/ws")
@@ -1056,6 +1120,14 @@ func TestWSSlowReaderGetsWholeFrames(t *testing.T) {
 	sub.mu.Unlock()
 	if direct <= hello || queued == 0 {
 		t.Fatalf("push wrote up to seq %d itself (hello %d) and %d events wait behind a full socket; the test needs both", direct, hello, queued)
+	}
+	ts.srv.hub.mu.Lock()
+	usedRing := ts.srv.hub.senders[0].ring != nil
+	refused := ts.srv.hub.noRing
+	ts.srv.hub.mu.Unlock()
+	kernelRefused := errors.Is(refused, syscall.ENOSYS) || errors.Is(refused, syscall.EPERM) || errors.Is(refused, syscall.EACCES)
+	if usedRing != ring && !(ring && kernelRefused) {
+		t.Fatalf("direct writes through io_uring: %v (%v), want %v", usedRing, refused, ring)
 	}
 	pongs := 0
 	for i := int64(1); i <= n || pongs < n/20; {

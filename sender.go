@@ -1,0 +1,102 @@
+package main
+
+import (
+	"syscall"
+	"unsafe"
+
+	"incidents/internal/uring"
+)
+
+// directBatch is the most direct writes one system call sends. Each
+// subscriber in a batch stays locked until the call returns.
+const directBatch = 256
+
+// directWrite is one subscriber's share of a publish that goes straight to
+// its socket: b, of which n bytes went out.
+type directWrite struct {
+	sub *subscriber
+	b   batch
+	n   int
+}
+
+// sender makes one fan-out shard's direct writes: through an io_uring
+// ring, one system call per batch of sockets, or with a write(2) each
+// where the kernel refuses io_uring. A system call per socket was most of
+// the server's cost of an event with many subscribers (see BENCHMARKS.md).
+type sender struct {
+	ring *uring.Ring
+	ops  []uring.Op
+	res  []int32
+	hub  *hub // for its log
+}
+
+// newSender makes a sender, with a ring unless the kernel refused one
+// before; it logs the first refusal. h.mu is held.
+func (h *hub) newSender() *sender {
+	out := &sender{hub: h}
+	if h.noRing != nil {
+		return out
+	}
+	ring, err := uring.New(directBatch)
+	if err != nil {
+		h.noRing = err
+		h.log.Info("io_uring unavailable: the stream writes to each subscriber with its own system call", "err", err)
+		return out
+	}
+	out.ring, out.ops, out.res = ring, make([]uring.Op, directBatch), make([]int32, directBatch)
+	return out
+}
+
+// send writes each write's events to its socket without waiting and
+// records how many bytes went out: -1 for none, or uring.Unknown when the
+// ring failed and nobody knows.
+func (out *sender) send(writes []directWrite) {
+	if len(writes) == 0 {
+		return
+	}
+	if out.ring == nil {
+		for i := range writes {
+			writes[i].n = writeNow(writes[i].sub.direct.fd, writes[i].b.wire)
+		}
+		return
+	}
+	ops, res := out.ops[:len(writes)], out.res[:len(writes)]
+	for i, w := range writes {
+		ops[i] = uring.Op{
+			Opcode:   uring.OpSend,
+			Fd:       int32(w.sub.direct.fd),
+			Addr:     unsafe.Pointer(unsafe.SliceData(w.b.wire)),
+			Len:      uint32(len(w.b.wire)),
+			MsgFlags: syscall.MSG_DONTWAIT | syscall.MSG_NOSIGNAL,
+		}
+	}
+	if err := out.ring.Run(ops, res); err != nil {
+		out.hub.log.Error("io_uring failed: the stream goes on with a system call per write", "err", err)
+		out.close()
+	}
+	for i, n := range res {
+		writes[i].n = int(n)
+		if n < 0 && n != uring.Unknown {
+			writes[i].n = -1
+		}
+	}
+	clear(ops) // the batch's memory is not kept alive by the next one
+}
+
+func (out *sender) close() {
+	if out.ring != nil {
+		out.ring.Close()
+		out.ring = nil
+	}
+}
+
+// writeNow is write(2) on a non-blocking socket, without the runtime's
+// bookkeeping for calls that may block: it returns at once. It reports the
+// bytes written, or -1.
+func writeNow(fd int, b []byte) int {
+	n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
+	if errno != 0 {
+		return -1
+	}
+	return int(n)
+}
