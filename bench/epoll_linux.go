@@ -111,12 +111,12 @@ func (l *readLoop) watch(fd int) error {
 	return nil
 }
 
-// run reads the loop's sockets until stopFd becomes readable. After each
-// pass over the ready sockets it sleeps for pause, so that the sockets
-// that become readable meanwhile are read in one pass rather than each
-// waking the loop: the wake-up is a cross-CPU interrupt that the server's
-// write pays for. Delays are measured at the read, so they include that
-// wait.
+// run reads the loop's sockets until stopFd becomes readable. After a pass
+// over the ready sockets it sleeps for pause, so that the sockets that
+// become readable meanwhile are read in one pass rather than each waking
+// the loop: the wake-up is a cross-CPU interrupt that the server's write
+// pays for. Delays are measured at the read, so they include that wait. A
+// pass that filled the event buffer goes on at once: more are waiting.
 func (l *readLoop) run(stopFd int, pause time.Duration, tr *tracker, down *failures) {
 	// The frames that came with the hello go first.
 	at := tr.now()
@@ -160,7 +160,7 @@ func (l *readLoop) run(stopFd int, pause time.Duration, tr *tracker, down *failu
 				l.read(l.subs[fd], buf, tr, down)
 			}
 		}
-		if pause > 0 {
+		if pause > 0 && n < len(events) {
 			ts := syscall.NsecToTimespec(int64(pause))
 			syscall.Nanosleep(&ts, nil)
 		}

@@ -20,11 +20,15 @@
 //     at 10,000 subscribers took about 75% of a core from the machine the
 //     server shares. The epoll is edge-triggered, and a read that does not
 //     fill the buffer took everything, so one read per socket and message
-//     suffices. After each pass over its ready sockets a loop sleeps for
-//     -read-pause (1 ms): a loop that sleeps in epoll_wait instead is woken
-//     by the server's write, a cross-CPU wake-up that took about a fifth
-//     of the server's CPU on the measured VM. The delays are measured at
-//     the read, so they include up to that pause.
+//     suffices. The reads of a pass go to the kernel in batches of 256
+//     through io_uring, one system call per batch, where the kernel allows
+//     it (-io-uring=false: a read(2) each); a batch's deliveries are all
+//     stamped with the time the batch completed, which can only lengthen
+//     the delays. After a pass that did not fill its event buffer a loop
+//     sleeps for -read-pause (1 ms): a loop that sleeps in epoll_wait
+//     instead is woken by the server's write, a cross-CPU wake-up that took
+//     about a fifth of the server's CPU on the measured VM. The delays are
+//     measured at the read, so they include up to that pause.
 //   - The loops read the TCP socket itself, so -url must be http://: there is
 //     no TLS layer to read through. The server sends each message as one
 //     unmasked frame; a fragmented message ends its subscriber.
