@@ -141,7 +141,7 @@ func (h *hub) count() int {
 }
 
 // fanoutShard is the fewest subscribers worth a goroutine of their own in
-// publish: pushes that write to the connection spread over the cores.
+// publish: direct writes spread over the cores.
 const fanoutShard = 512
 
 // publish hands events to every subscriber that wants them and advances
@@ -283,7 +283,7 @@ type subscriber struct {
 	filter streamFilter
 	who    principal // as authenticated when the stream opened; anonymous: no user
 
-	// direct, for a WebSocket, lets push write an event itself while the
+	// direct, for a WebSocket, lets publish write an event itself while the
 	// writer waits with nothing queued: waking a goroutine per subscriber
 	// and event costs more than the write.
 	direct *wsConn
@@ -292,9 +292,9 @@ type subscriber struct {
 	mu      sync.Mutex
 	pending []*streamEvent
 	reason  endReason
-	idle    bool          // the writer waits and nothing is queued: push may write directly
+	idle    bool          // the writer waits and nothing is queued: publish may write directly
 	floor   int64         // while idle: the stream has every event up to here
-	sent    int64         // the newest event push wrote directly
+	sent    int64         // the newest event publish wrote directly
 	wake    chan struct{} // signalled when pending grows or the subscription ends
 }
 
@@ -334,8 +334,9 @@ func (sub *subscriber) offer(b batch, limit int) (direct batch, ok bool) {
 func (sub *subscriber) wrote(b batch, n int, limit int) bool {
 	if n == uring.Unknown {
 		// The frames may be on the wire or not: repeating them could
-		// corrupt the stream, so the client resumes from what it has.
-		sub.direct.wrote(nil, 0)
+		// corrupt the stream, so the caller ends it and the client
+		// resumes from what it has.
+		sub.direct.frameMu.Unlock()
 		sub.mu.Unlock()
 		return false
 	}
@@ -432,8 +433,8 @@ func (sub *subscriber) signal() {
 	}
 }
 
-// waiting tells push that the writer is about to wait, and that the stream
-// has every event up to seen: with nothing queued, push may write later
+// waiting tells publish that the writer is about to wait, and that the stream
+// has every event up to seen: with nothing queued, publish may write later
 // events itself until the writer takes again.
 func (sub *subscriber) waiting(seen int64) {
 	sub.mu.Lock()
@@ -442,7 +443,7 @@ func (sub *subscriber) waiting(seen int64) {
 	sub.floor = seen
 }
 
-// take returns the queued events, the newest event push wrote directly,
+// take returns the queued events, the newest event publish wrote directly,
 // and why the subscription ends if it does. Push writes nothing more until
 // the writer waits again.
 func (sub *subscriber) take() ([]*streamEvent, int64, endReason) {
@@ -585,7 +586,7 @@ func (c *subscription) next(gone <-chan struct{}, tick <-chan time.Time) wakeup 
 	case <-tick:
 		w.keepalive = true
 	}
-	// Take even when not woken for events: from here on push queues, so
+	// Take even when not woken for events: from here on publish queues, so
 	// this goroutine alone writes.
 	events, sent, reason := c.sub.take()
 	c.seen = max(c.seen, sent)
@@ -747,7 +748,7 @@ func (h *hijackedConn) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // wsConn is a WebSocket connection after the handshake. Frames must not
-// interleave on it: ours (from the subscriber's writer, or from push while
+// interleave on it: ours (from the subscriber's writer, or from publish while
 // the writer waits) and the library's (pongs and close replies, written
 // from the reading goroutine) each hold frameMu from their first byte on
 // the wire to their last.
@@ -762,7 +763,7 @@ type wsConn struct {
 	frameMu sync.Mutex
 	// rest is what a direct write left after it began a frame.
 	// frameMu stays held for it, and the next write sends it first. The
-	// subscriber's mutex hands it from push to the writer.
+	// subscriber's mutex hands it from publish to the writer.
 	rest [][]byte
 }
 
@@ -795,7 +796,7 @@ func (c *wsConn) Close() error {
 }
 
 // release closes a detached connection for good, after the subscriber left
-// the hub, and frees a frame push left unfinished.
+// the hub, and frees a frame publish left unfinished.
 func (c *wsConn) release() {
 	c.Conn.Close()
 	if c.rest != nil {
@@ -833,7 +834,7 @@ func (c *wsConn) wrote(wire []byte, n int) writeResult {
 	return wrotePart
 }
 
-// write sends whole frames, after the rest of one push began.
+// write sends whole frames, after the rest of one direct write began.
 func (c *wsConn) write(frames ...[]byte) error {
 	if len(frames) == 0 && c.rest == nil {
 		return nil
@@ -863,7 +864,7 @@ func (c *wsConn) send(frames ...[]byte) (int, error) {
 }
 
 // serveWS is one WebSocket subscriber. This goroutine writes our frames,
-// or lets push write them while it waits; a second goroutine reads and
+// or lets publish write them while it waits; a second goroutine reads and
 // drops what the client sends (the library answers pings from it).
 func (s *server) serveWS(ws *websocket.Conn, conn *wsConn, req streamRequest, who principal) {
 	defer conn.release()

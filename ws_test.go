@@ -26,6 +26,8 @@ import (
 
 	"github.com/lib/pq"
 	"golang.org/x/net/websocket"
+
+	"incidents/internal/uring"
 )
 
 // rawWS is a minimal WebSocket client written from RFC 6455 for the tests,
@@ -897,6 +899,32 @@ func TestWSConnPartialWriteKeepsFramesWhole(t *testing.T) {
 				testPartialWrite(t, out)
 			}
 		})
+	}
+}
+
+// A direct write whose outcome io_uring could not report (the ring failed
+// mid-batch) is neither queued nor repeated: the subscriber is to be ended,
+// and its connection is free for the close frame.
+func TestDirectWriteUnknownEndsSubscriber(t *testing.T) {
+	sc, _ := tcpPair(t)
+	conn := newWSConn(sc, time.Minute)
+	sub := newSubscriber(streamFilter{}, principal{}, conn)
+	sub.waiting(0)
+	ev := &streamEvent{seq: 1, wsFrame: wsFrame(wsOpText, []byte(`{"type":"added","seq":1}`))}
+	b, ok := sub.offer(newBatch([]*streamEvent{ev}), 10)
+	if !ok || len(b.events) != 1 {
+		t.Fatalf("offer to an idle subscriber = %d events, %v; want the event to write directly", len(b.events), ok)
+	}
+	if sub.wrote(b, uring.Unknown, 10) {
+		t.Fatal("wrote with an unknown outcome kept the subscriber; want it ended")
+	}
+	if !conn.frameMu.TryLock() {
+		t.Fatal("the connection is still claimed after an unknown outcome")
+	}
+	conn.frameMu.Unlock()
+	events, sent, _ := sub.take()
+	if len(events) != 0 || sent != 0 {
+		t.Errorf("after an unknown outcome: %d events queued, sent up to %d; want none of it counted", len(events), sent)
 	}
 }
 
