@@ -65,13 +65,7 @@ func (out *sender) send(writes []directWrite) {
 	}
 	ops, res := out.ops[:len(writes)], out.res[:len(writes)]
 	for i, w := range writes {
-		ops[i] = uring.Op{
-			Opcode:   uring.OpSend,
-			Fd:       int32(w.sub.direct.fd),
-			Addr:     unsafe.Pointer(unsafe.SliceData(w.b.wire)),
-			Len:      uint32(len(w.b.wire)),
-			MsgFlags: syscall.MSG_DONTWAIT | syscall.MSG_NOSIGNAL,
-		}
+		ops[i] = uring.Send(w.sub.direct.fd, w.b.wire)
 	}
 	if err := out.ring.Run(ops, res); err != nil {
 		out.hub.log.Error("io_uring failed: the stream goes on with a system call per write", "err", err)

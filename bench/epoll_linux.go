@@ -8,7 +8,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"incidents/internal/uring"
 )
@@ -190,7 +189,7 @@ func (l *readLoop) receive(fds []int32, tr *tracker, down *failures) {
 			batch := fds[start:min(start+uringBatch, len(fds))]
 			ops := l.ops[:len(batch)]
 			for i, fd := range batch {
-				ops[i] = uring.Op{Opcode: uring.OpRecv, Fd: fd, Addr: unsafe.Pointer(&l.slots[i*uringSlot]), Len: uringSlot, MsgFlags: syscall.MSG_DONTWAIT}
+				ops[i] = uring.Recv(int(fd), l.slots[i*uringSlot:(i+1)*uringSlot])
 			}
 			if err := l.ring.Run(ops, l.res); err != nil {
 				for _, fd := range batch {

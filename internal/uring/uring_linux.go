@@ -4,10 +4,9 @@
 // stream was measured on, over a microsecond each), that is most of the
 // cost of sending one small message to many sockets.
 //
-// Only what the stream's fan-out and its load tool need is here: a ring,
-// and Run, which submits a batch and waits for all of it. Every operation
-// must be one that completes at once (MSG_DONTWAIT), so Run never waits for
-// a client.
+// Only what the stream's fan-out and its load tool need is here: a ring;
+// Send and Recv, which do not wait for the socket; and Run, which submits
+// a batch of them and returns when all have completed, at once.
 package uring
 
 import (
@@ -19,22 +18,31 @@ import (
 	"unsafe"
 )
 
+// Op is one operation for Run, made by Send or Recv.
+type Op struct {
+	opcode uint8
+	fd     int32
+	addr   unsafe.Pointer
+	len    uint32
+	flags  uint32
+}
+
 // Operation codes (include/uapi/linux/io_uring.h).
 const (
-	OpSendmsg = 9
-	OpSend    = 26
-	OpRecv    = 27
+	opSend = 26
+	opRecv = 27
 )
 
-// Op is one operation: Opcode on Fd with Len bytes at Addr (for
-// OpSendmsg, Addr is a syscall.Msghdr), and MsgFlags, which should include
-// syscall.MSG_DONTWAIT.
-type Op struct {
-	Opcode   uint8
-	Fd       int32
-	Addr     unsafe.Pointer
-	Len      uint32
-	MsgFlags uint32
+// Send sends b on socket fd without waiting for room (MSG_DONTWAIT), and
+// without SIGPIPE if the peer is gone. b must not be empty.
+func Send(fd int, b []byte) Op {
+	return Op{opcode: opSend, fd: int32(fd), addr: unsafe.Pointer(unsafe.SliceData(b)), len: uint32(len(b)), flags: syscall.MSG_DONTWAIT | syscall.MSG_NOSIGNAL}
+}
+
+// Recv receives into b from socket fd without waiting for data. b must not
+// be empty.
+func Recv(fd int, b []byte) Op {
+	return Op{opcode: opRecv, fd: int32(fd), addr: unsafe.Pointer(unsafe.SliceData(b)), len: uint32(len(b)), flags: syscall.MSG_DONTWAIT}
 }
 
 // Ring is one io_uring instance. It is not safe for concurrent use.
@@ -166,11 +174,11 @@ func (r *Ring) Run(ops []Op, res []int32) error {
 	tail := atomic.LoadUint32(r.sqTail)
 	for i, op := range ops {
 		r.sqes[(tail+uint32(i))&r.sqMask] = sqe{
-			opcode:   op.Opcode,
-			fd:       op.Fd,
-			addr:     uint64(uintptr(op.Addr)),
-			len:      op.Len,
-			msgFlags: op.MsgFlags,
+			opcode:   op.opcode,
+			fd:       op.fd,
+			addr:     uint64(uintptr(op.addr)),
+			len:      op.len,
+			msgFlags: op.flags,
 			userData: uint64(i),
 		}
 	}
