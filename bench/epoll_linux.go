@@ -39,12 +39,12 @@ type readLoop struct {
 	res   []int32
 }
 
-// Receives per io_uring batch, and the bytes each may take: with
-// io_uring, the system call per read that the tool would otherwise make on
-// the CPUs the server needs is one per batch. A batch is
-// stamped with the time it completed, so it is kept small enough (about a
-// millisecond of receives) not to inflate the delays by much; a socket
-// that fills its slot is read again in the next batch.
+// Receives per io_uring batch, and the bytes each may take. With io_uring
+// the tool makes one system call per batch instead of one per read, on the
+// CPUs the server needs. A batch is stamped with the time it completed, so
+// it is kept small enough (about a millisecond of receives) not to
+// lengthen the delays by much; a socket that fills its slot is read again
+// in the next batch.
 const (
 	uringBatch = 256
 	uringSlot  = 16 << 10
