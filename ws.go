@@ -323,7 +323,7 @@ func (sub *subscriber) offer(b batch, limit int) (direct batch, ok bool) {
 		}
 		sub.idle = false
 		if sub.direct.claim() {
-			return b, true
+			return b.joined(), true
 		}
 	}
 	return batch{}, sub.enqueue(b.events, limit)
@@ -374,18 +374,26 @@ func (sub *subscriber) enqueue(events []*streamEvent, limit int) bool {
 // one write sends them.
 type batch struct {
 	events []*streamEvent
-	wire   []byte
+	wire   []byte // nil until joined: for a subset, only once it is written
 }
 
 func newBatch(events []*streamEvent) batch {
-	if len(events) == 1 {
-		return batch{events: events, wire: events[0].wsFrame}
+	return batch{events: events}.joined()
+}
+
+// joined is b with its wire. One event's frame is used as it is.
+func (b batch) joined() batch {
+	if b.wire != nil {
+		return b
 	}
-	var wire []byte
-	for _, ev := range events {
-		wire = append(wire, ev.wsFrame...)
+	if len(b.events) == 1 {
+		b.wire = b.events[0].wsFrame
+		return b
 	}
-	return batch{events: events, wire: wire}
+	for _, ev := range b.events {
+		b.wire = append(b.wire, ev.wsFrame...)
+	}
+	return b
 }
 
 // only is the part of b that f passes.
@@ -393,12 +401,15 @@ func (b batch) only(f streamFilter) batch {
 	if f.wantsAll(b.events) {
 		return b
 	}
-	return newBatch(slices.DeleteFunc(slices.Clone(b.events), func(ev *streamEvent) bool { return !f.wants(ev) }))
+	return batch{events: slices.DeleteFunc(slices.Clone(b.events), func(ev *streamEvent) bool { return !f.wants(ev) })}
 }
 
 // after is the part of b past seq.
 func (b batch) after(seq int64) batch {
 	i := firstAfter(b.events, seq)
+	if b.wire == nil || i == 0 {
+		return batch{events: b.events[i:], wire: b.wire}
+	}
 	skip := 0
 	for _, ev := range b.events[:i] {
 		skip += len(ev.wsFrame)

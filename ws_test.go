@@ -928,6 +928,76 @@ func TestDirectWriteUnknownEndsSubscriber(t *testing.T) {
 	}
 }
 
+// When io_uring fails, the sender reports what the kernel never took as
+// not written (the writer sends it), drops the ring and writes with
+// write(2) from then on.
+func TestSenderFallsBackWhenRingFails(t *testing.T) {
+	before := ringFDs(t)
+	out := testSender(t, true)
+	if out == nil {
+		return // logged: no io_uring here
+	}
+	var p [2]int
+	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(p[0])
+	defer syscall.Close(p[1])
+	for _, fd := range ringFDs(t) {
+		if !slices.Contains(before, fd) {
+			// The ring's descriptor now names a pipe: io_uring_enter fails.
+			if err := syscall.Dup3(p[0], fd, syscall.O_CLOEXEC); err != nil {
+				t.Fatalf("dup3: %v", err)
+			}
+		}
+	}
+
+	sc, cc := tcpPair(t)
+	conn := newWSConn(sc, time.Minute)
+	sub := newSubscriber(streamFilter{}, principal{}, conn)
+	wire := wsFrame(wsOpText, []byte("once"))
+	send := func() int {
+		if !conn.claim() {
+			t.Fatal("the connection is claimed")
+		}
+		writes := []directWrite{{sub: sub, b: batch{wire: wire}}}
+		out.send(writes)
+		conn.wrote(wire, writes[0].n)
+		return writes[0].n
+	}
+	if n := send(); n != -1 || out.ring != nil {
+		t.Fatalf("send through a failed ring: %d bytes, ring kept: %v; want -1 (not taken) and the ring dropped", n, out.ring != nil)
+	}
+	if n := send(); n != len(wire) {
+		t.Fatalf("send after the ring failed: %d bytes, want %d through write(2)", n, len(wire))
+	}
+	client := &rawWS{conn: cc, br: bufio.NewReader(cc)}
+	if op, payload, err := client.readFrame(time.Second); err != nil || op != wsOpText || string(payload) != "once" {
+		t.Fatalf("client read opcode %d %q, %v; want the frame once", op, payload, err)
+	}
+	cc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, _ := cc.Read(make([]byte, 1)); n != 0 {
+		t.Fatal("the frame arrived twice")
+	}
+}
+
+// ringFDs lists this process's io_uring descriptors.
+func ringFDs(t *testing.T) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fds []int
+	for _, e := range entries {
+		if target, _ := os.Readlink("/proc/self/fd/" + e.Name()); target == "anon_inode:[io_uring]" {
+			fd, _ := strconv.Atoi(e.Name())
+			fds = append(fds, fd)
+		}
+	}
+	return fds
+}
+
 // testSender returns a sender that writes through io_uring, or with
 // write(2) when ring is false. Where the kernel refuses io_uring it returns
 // nil for ring: the server then uses write(2), which is tested either way.

@@ -37,6 +37,9 @@ type readLoop struct {
 	ops   []uring.Op
 	slots []byte
 	res   []int32
+	// ringErr is why a ring the loop had failed; it reads with read(2)
+	// from then on.
+	ringErr error
 }
 
 // Receives per io_uring batch, and the bytes each may take. With io_uring
@@ -152,13 +155,7 @@ func (l *readLoop) run(stopFd int, pause time.Duration, tr *tracker, down *failu
 				ready = append(ready, ev.Fd)
 			}
 		}
-		if l.ring != nil {
-			l.receive(ready, tr, down)
-		} else {
-			for _, fd := range ready {
-				l.read(l.subs[fd], buf, tr, down)
-			}
-		}
+		l.receive(ready, buf, tr, down)
 		if pause > 0 && n < len(events) {
 			ts := syscall.NsecToTimespec(int64(pause))
 			syscall.Nanosleep(&ts, nil)
@@ -180,27 +177,38 @@ func (l *readLoop) read(s *subscriber, buf []byte, tr *tracker, down *failures) 
 	}
 }
 
-// receive reads what the subscribers on fds have with io_uring, a batch of
-// receives per system call, until each has been read to the end.
-func (l *readLoop) receive(fds []int32, tr *tracker, down *failures) {
-	for len(fds) > 0 {
+// receive reads what the subscribers on fds have until each has been read
+// to the end: with io_uring, a batch of receives per system call, or with
+// read(2) into buf once the loop has no ring.
+func (l *readLoop) receive(fds []int32, buf []byte, tr *tracker, down *failures) {
+	for len(fds) > 0 && l.ring != nil {
 		var again []int32
 		for start := 0; start < len(fds); start += uringBatch {
 			batch := fds[start:min(start+uringBatch, len(fds))]
+			if l.ring == nil {
+				again = append(again, batch...)
+				continue
+			}
 			ops := l.ops[:len(batch)]
 			for i, fd := range batch {
 				ops[i] = uring.Recv(int(fd), l.slots[i*uringSlot:(i+1)*uringSlot])
 			}
 			if err := l.ring.Run(ops, l.res); err != nil {
-				for _, fd := range batch {
-					l.remove(l.subs[fd], err, tr, down)
-				}
-				continue
+				l.ring.Close()
+				l.ring, l.ringErr = nil, err
 			}
 			at := tr.now()
 			for i, fd := range batch {
 				n, err := int(l.res[i]), error(nil)
-				if n < 0 {
+				switch {
+				case n == uring.Unknown:
+					// What it read, if anything, is lost to the tool.
+					l.remove(l.subs[fd], fmt.Errorf("io_uring failed while receiving: %w", l.ringErr), tr, down)
+					continue
+				case n == -int(syscall.ECANCELED) && l.ring == nil:
+					again = append(again, fd) // never received: read(2) takes it
+					continue
+				case n < 0:
 					n, err = 0, syscall.Errno(-n)
 				}
 				if l.took(l.subs[fd], l.slots[i*uringSlot:(i+1)*uringSlot], n, err, at, tr, down) {
@@ -209,6 +217,9 @@ func (l *readLoop) receive(fds []int32, tr *tracker, down *failures) {
 			}
 		}
 		fds = again
+	}
+	for _, fd := range fds {
+		l.read(l.subs[fd], buf, tr, down)
 	}
 }
 

@@ -575,6 +575,12 @@ func runFanout(o options) (*result, error) {
 	if !closeAll(subs, readers) {
 		return nil, errors.New("some reader loops did not stop")
 	}
+	for _, l := range readers.loops {
+		if l.ringErr != nil {
+			r.reading += fmt.Sprintf(", until io_uring failed in a loop (%v), then read(2)", l.ringErr)
+			break
+		}
+	}
 	r.analyze(tr, subs, loadStart)
 	return r, nil
 }

@@ -50,6 +50,7 @@ type Ring struct {
 	fd      int
 	rings   []byte // the submission and completion rings, one mapping
 	sqeMem  []byte
+	sqHead  *uint32
 	sqTail  *uint32
 	sqMask  uint32
 	sqes    []sqe
@@ -61,8 +62,9 @@ type Ring struct {
 	broken  error // set by a failed Run: every later Run fails at once
 }
 
-// Unknown is the result of an operation whose completion a failed Run did
-// not see: it may or may not have happened.
+// Unknown is the result of an operation the kernel took but whose
+// completion a failed Run did not see: it may or may not have happened.
+// An operation the kernel never took has the result -ECANCELED.
 const Unknown = math.MinInt32
 
 // The kernel's structures.
@@ -99,6 +101,9 @@ type (
 const (
 	sysSetup         = 425
 	sysEnter         = 426
+	sysRegister      = 427
+	registerProbe    = 8
+	opSupported      = 1 << 0
 	offSQEs          = 0x10000000
 	featSingleMmap   = 1 << 0
 	enterGetEvents   = 1 << 0
@@ -115,7 +120,7 @@ func New(entries int) (*Ring, error) {
 	p.flags = setupSubmitAll | setupCoopTaskrun
 	fd, _, errno := syscall.RawSyscall(sysSetup, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	if errno == syscall.EINVAL {
-		// Before Linux 5.18 the flags are unknown; the defaults work too.
+		// Before Linux 5.19 the flags are refused; the defaults work too.
 		p = params{}
 		fd, _, errno = syscall.RawSyscall(sysSetup, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	}
@@ -126,6 +131,10 @@ func New(entries int) (*Ring, error) {
 	if p.features&featSingleMmap == 0 {
 		r.Close()
 		return nil, errors.New("io_uring: the kernel is too old (before Linux 5.4)")
+	}
+	if err := r.supports(opSend, opRecv); err != nil {
+		r.Close()
+		return nil, err
 	}
 	size := max(p.sqOff[6]+p.sqEntries*4, p.cqOff[5]+p.cqEntries*uint32(unsafe.Sizeof(cqe{})))
 	var err error
@@ -138,7 +147,7 @@ func New(entries int) (*Ring, error) {
 		return nil, fmt.Errorf("io_uring mmap: %w", err)
 	}
 	at := func(off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&r.rings[off])) }
-	r.sqTail, r.sqMask = at(p.sqOff[1]), *at(p.sqOff[2])
+	r.sqHead, r.sqTail, r.sqMask = at(p.sqOff[0]), at(p.sqOff[1]), *at(p.sqOff[2])
 	r.cqHead, r.cqTail, r.cqMask = at(p.cqOff[0]), at(p.cqOff[1]), *at(p.cqOff[2])
 	r.sqes = unsafe.Slice((*sqe)(unsafe.Pointer(&r.sqeMem[0])), p.sqEntries)
 	r.cqes = unsafe.Slice((*cqe)(unsafe.Pointer(&r.rings[p.cqOff[5]])), p.cqEntries)
@@ -152,6 +161,30 @@ func New(entries int) (*Ring, error) {
 	return r, nil
 }
 
+// supports checks that the kernel knows the operations: send and receive
+// came in Linux 5.6, after io_uring itself.
+func (r *Ring) supports(opcodes ...uint8) error {
+	var probe struct {
+		lastOp, opsLen uint8
+		_              uint16
+		_              [3]uint32
+		ops            [256]struct {
+			op, _ uint8
+			flags uint16
+			_     uint32
+		}
+	}
+	if _, _, errno := syscall.Syscall6(sysRegister, uintptr(r.fd), registerProbe, uintptr(unsafe.Pointer(&probe)), uintptr(len(probe.ops)), 0, 0); errno != 0 {
+		return fmt.Errorf("io_uring: the kernel is too old to list its operations (before Linux 5.6): %w", errno)
+	}
+	for _, op := range opcodes {
+		if op > probe.lastOp || probe.ops[op].flags&opSupported == 0 {
+			return fmt.Errorf("io_uring: the kernel has no operation %d (send and receive came in Linux 5.6)", op)
+		}
+	}
+	return nil
+}
+
 // Cap is the most operations Run takes at once.
 func (r *Ring) Cap() int { return r.entries }
 
@@ -159,17 +192,18 @@ func (r *Ring) Cap() int { return r.entries }
 // result in res[i]: bytes moved, or -errno (-EAGAIN: the socket had
 // nothing to read, or no room to write). The memory the operations name
 // must stay untouched until then. After an error the ring is unusable:
-// the results Run did not see are Unknown, and every later Run fails
+// the operations the kernel never took have -ECANCELED, those it took
+// without Run seeing the outcome Unknown, and every later Run fails
 // without submitting anything.
 func (r *Ring) Run(ops []Op, res []int32) error {
-	if r.broken != nil {
-		return r.broken
-	}
 	if len(ops) > r.entries || len(res) < len(ops) {
 		return fmt.Errorf("io_uring: %d operations, %d results, room for %d", len(ops), len(res), r.entries)
 	}
 	for i := range ops {
-		res[i] = Unknown
+		res[i] = -int32(syscall.ECANCELED)
+	}
+	if r.broken != nil {
+		return r.broken
 	}
 	tail := atomic.LoadUint32(r.sqTail)
 	for i, op := range ops {
@@ -183,17 +217,10 @@ func (r *Ring) Run(ops []Op, res []int32) error {
 		}
 	}
 	atomic.StoreUint32(r.sqTail, tail+uint32(len(ops)))
-	toSubmit, done := len(ops), 0
-	for done < len(ops) {
-		n, _, errno := syscall.Syscall6(sysEnter, uintptr(r.fd), uintptr(toSubmit), uintptr(len(ops)-done), enterGetEvents, 0, 0)
-		switch {
-		case errno == syscall.EINTR:
-		case errno != 0:
-			r.broken = fmt.Errorf("io_uring_enter: %w", errno)
-			return r.broken
-		default:
-			toSubmit -= int(n)
-		}
+	// The kernel moves the submission head past what it takes.
+	taken := func() int { return int(atomic.LoadUint32(r.sqHead) - tail) }
+	for done := 0; done < len(ops); {
+		_, _, errno := syscall.Syscall6(sysEnter, uintptr(r.fd), uintptr(len(ops)-taken()), uintptr(len(ops)-done), enterGetEvents, 0, 0)
 		head, ctail := atomic.LoadUint32(r.cqHead), atomic.LoadUint32(r.cqTail)
 		for ; head != ctail; head++ {
 			c := r.cqes[head&r.cqMask]
@@ -201,6 +228,15 @@ func (r *Ring) Run(ops []Op, res []int32) error {
 			done++
 		}
 		atomic.StoreUint32(r.cqHead, head)
+		if errno != 0 && errno != syscall.EINTR && done < len(ops) {
+			r.broken = fmt.Errorf("io_uring_enter: %w", errno)
+			for i := range taken() {
+				if res[i] == -int32(syscall.ECANCELED) {
+					res[i] = Unknown // taken, outcome not seen
+				}
+			}
+			return r.broken
+		}
 	}
 	return nil
 }

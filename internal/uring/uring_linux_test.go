@@ -116,3 +116,21 @@ func TestRunTooMany(t *testing.T) {
 		t.Fatalf("Run of %d operations on a ring of %d: no error", len(ops), r.Cap())
 	}
 }
+
+// TestRunAfterFailure checks that a ring that failed takes nothing more,
+// and says of every operation that the kernel never took it.
+func TestRunAfterFailure(t *testing.T) {
+	r := newTestRing(t, 2)
+	if r == nil {
+		return
+	}
+	r.broken = errors.New("io_uring_enter: some failure")
+	a, _ := socketPair(t)
+	res := []int32{7, 7}
+	if err := r.Run([]Op{Send(a, []byte("x")), Send(a, []byte("y"))}, res); err == nil {
+		t.Fatal("Run on a failed ring: no error")
+	}
+	if want := []int32{-int32(syscall.ECANCELED), -int32(syscall.ECANCELED)}; !slices.Equal(res, want) {
+		t.Errorf("results %v, want %v (not taken)", res, want)
+	}
+}
