@@ -1010,7 +1010,7 @@ func testSender(t *testing.T, ring bool) *sender {
 	out := h.newSender()
 	t.Cleanup(out.close)
 	if ring && out.ring == nil {
-		if !errors.Is(h.noRing, syscall.ENOSYS) && !errors.Is(h.noRing, syscall.EPERM) && !errors.Is(h.noRing, syscall.EACCES) {
+		if !errors.Is(h.noRing, uring.ErrUnavailable) {
 			t.Fatalf("no io_uring ring: %v; want one, or the kernel's refusal", h.noRing)
 		}
 		t.Logf("io_uring is refused here (%v): the write(2) path is what runs", h.noRing)
@@ -1223,8 +1223,7 @@ func testSlowReader(t *testing.T, ring bool) {
 	usedRing := ts.srv.hub.senders[0].ring != nil
 	refused := ts.srv.hub.noRing
 	ts.srv.hub.mu.Unlock()
-	kernelRefused := errors.Is(refused, syscall.ENOSYS) || errors.Is(refused, syscall.EPERM) || errors.Is(refused, syscall.EACCES)
-	if usedRing != ring && !(ring && kernelRefused) {
+	if usedRing != ring && !(ring && errors.Is(refused, uring.ErrUnavailable)) {
 		t.Fatalf("direct writes through io_uring: %v (%v), want %v", usedRing, refused, ring)
 	}
 	pongs := 0

@@ -10,9 +10,7 @@
 package uring
 
 import (
-	"errors"
 	"fmt"
-	"math"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -62,11 +60,6 @@ type Ring struct {
 	broken  error // set by a failed Run: every later Run fails at once
 }
 
-// Unknown is the result of an operation the kernel took but whose
-// completion a failed Run did not see: it may or may not have happened.
-// An operation the kernel never took has the result -ECANCELED.
-const Unknown = math.MinInt32
-
 // The kernel's structures.
 type (
 	params struct {
@@ -111,10 +104,9 @@ const (
 	setupCoopTaskrun = 1 << 8 // no interrupt to run completions: Run collects them itself
 )
 
-// New sets up a ring for batches of up to entries operations. It fails
-// where the kernel has no io_uring or refuses it (kernel.io_uring_disabled,
-// a seccomp filter such as Docker's default one); callers then make one
-// system call per operation.
+// New sets up a ring for batches of up to entries operations. Where the
+// kernel has no io_uring, refuses it (kernel.io_uring_disabled, a seccomp
+// filter) or lacks send and receive, its error wraps ErrUnavailable.
 func New(entries int) (*Ring, error) {
 	var p params
 	p.flags = setupSubmitAll | setupCoopTaskrun
@@ -124,13 +116,17 @@ func New(entries int) (*Ring, error) {
 		p = params{}
 		fd, _, errno = syscall.RawSyscall(sysSetup, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	}
-	if errno != 0 {
+	switch errno {
+	case 0:
+	case syscall.ENOSYS, syscall.EPERM, syscall.EACCES:
+		return nil, fmt.Errorf("%w: io_uring_setup: %w", ErrUnavailable, errno)
+	default:
 		return nil, fmt.Errorf("io_uring_setup: %w", errno)
 	}
 	r := &Ring{fd: int(fd)}
 	if p.features&featSingleMmap == 0 {
 		r.Close()
-		return nil, errors.New("io_uring: the kernel is too old (before Linux 5.4)")
+		return nil, fmt.Errorf("%w: the kernel is too old (before Linux 5.4)", ErrUnavailable)
 	}
 	if err := r.supports(opSend, opRecv); err != nil {
 		r.Close()
@@ -175,11 +171,11 @@ func (r *Ring) supports(opcodes ...uint8) error {
 		}
 	}
 	if _, _, errno := syscall.Syscall6(sysRegister, uintptr(r.fd), registerProbe, uintptr(unsafe.Pointer(&probe)), uintptr(len(probe.ops)), 0, 0); errno != 0 {
-		return fmt.Errorf("io_uring: the kernel is too old to list its operations (before Linux 5.6): %w", errno)
+		return fmt.Errorf("%w: the kernel is too old to list its operations (before Linux 5.6): %w", ErrUnavailable, errno)
 	}
 	for _, op := range opcodes {
 		if op > probe.lastOp || probe.ops[op].flags&opSupported == 0 {
-			return fmt.Errorf("io_uring: the kernel has no operation %d (send and receive came in Linux 5.6)", op)
+			return fmt.Errorf("%w: the kernel has no operation %d (send and receive came in Linux 5.6)", ErrUnavailable, op)
 		}
 	}
 	return nil

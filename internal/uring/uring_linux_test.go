@@ -14,7 +14,7 @@ func newTestRing(t *testing.T, entries int) *Ring {
 	t.Helper()
 	r, err := New(entries)
 	if err != nil {
-		if !errors.Is(err, syscall.ENOSYS) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EACCES) {
+		if !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("New: %v; want a ring, or the kernel's refusal", err)
 		}
 		t.Logf("io_uring is refused here (%v)", err)
@@ -132,5 +132,22 @@ func TestRunAfterFailure(t *testing.T) {
 	}
 	if want := []int32{-int32(syscall.ECANCELED), -int32(syscall.ECANCELED)}; !slices.Equal(res, want) {
 		t.Errorf("results %v, want %v (not taken)", res, want)
+	}
+}
+
+// TestNewFailureIsNotRefusal checks that New keeps ErrUnavailable for the
+// kernel's refusals: a request the kernel rejects as invalid is a failure
+// to report, not a reason to fall back quietly.
+func TestNewFailureIsNotRefusal(t *testing.T) {
+	if newTestRing(t, 1) == nil {
+		return // logged: refused here
+	}
+	r, err := New(0) // no ring has no entries
+	if err == nil {
+		r.Close()
+		t.Fatal("New(0): a ring, want an error")
+	}
+	if errors.Is(err, ErrUnavailable) {
+		t.Errorf("New(0) = %v, which wraps ErrUnavailable; want a plain failure", err)
 	}
 }

@@ -4,12 +4,11 @@ package uring
 
 import (
 	"errors"
-	"math"
+	"fmt"
 )
 
-// Outside Linux New fails, and callers make one system call per operation.
-
-const Unknown = math.MinInt32
+// Outside Linux New fails with ErrUnavailable, and callers make one system
+// call per operation.
 
 type Op struct{}
 
@@ -18,7 +17,7 @@ func Recv(fd int, b []byte) Op { return Op{} }
 
 type Ring struct{}
 
-func New(entries int) (*Ring, error) { return nil, errors.New("io_uring is Linux only") }
+func New(entries int) (*Ring, error) { return nil, fmt.Errorf("%w: Linux only", ErrUnavailable) }
 
 func (r *Ring) Cap() int                        { return 0 }
 func (r *Ring) Run(ops []Op, res []int32) error { return errors.New("io_uring is Linux only") }
