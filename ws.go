@@ -332,21 +332,20 @@ func (sub *subscriber) offer(b batch, limit int) (direct batch, ok bool) {
 // wrote finishes what offer began: n bytes of b went out (-1: none,
 // uring.Unknown: nobody knows).
 func (sub *subscriber) wrote(b batch, n int, limit int) bool {
-	if n == uring.Unknown {
+	result := sub.direct.wrote(b.wire, n)
+	switch {
+	case n == uring.Unknown:
 		// The frames may be on the wire or not: repeating them could
 		// corrupt the stream, so the caller ends it and the client
 		// resumes from what it has.
-		sub.direct.frameMu.Unlock()
 		sub.mu.Unlock()
 		return false
-	}
-	switch sub.direct.wrote(b.wire, n) {
-	case wroteAll:
+	case result == wroteAll:
 		sub.idle = true
 		sub.sent = b.last()
 		sub.mu.Unlock()
 		return true
-	case wrotePart:
+	case result == wrotePart:
 		// The writer sends the rest before anything else.
 		sub.sent = b.last()
 		sub.mu.Unlock()
@@ -455,7 +454,7 @@ func (sub *subscriber) waiting(seen int64) {
 }
 
 // take returns the queued events, the newest event publish wrote directly,
-// and why the subscription ends if it does. Push writes nothing more until
+// and why the subscription ends if it does. Publish writes nothing more until
 // the writer waits again.
 func (sub *subscriber) take() ([]*streamEvent, int64, endReason) {
 	sub.mu.Lock()
@@ -775,7 +774,7 @@ type wsConn struct {
 	// rest is what a direct write left after it began a frame.
 	// frameMu stays held for it, and the next write sends it first. The
 	// subscriber's mutex hands it from publish to the writer.
-	rest [][]byte
+	rest []byte
 }
 
 func newWSConn(conn net.Conn, timeout time.Duration) *wsConn {
@@ -831,7 +830,8 @@ func (c *wsConn) claim() bool {
 }
 
 // wrote finishes a claimed write of wire, of which n bytes went out (-1:
-// none). After wrotePart, frameMu stays held and rest holds what is left.
+// none, or uring.Unknown). After wrotePart, frameMu stays held and rest
+// holds what is left.
 func (c *wsConn) wrote(wire []byte, n int) writeResult {
 	switch {
 	case n <= 0:
@@ -841,7 +841,7 @@ func (c *wsConn) wrote(wire []byte, n int) writeResult {
 		c.frameMu.Unlock()
 		return wroteAll
 	}
-	c.rest = [][]byte{wire[n:]}
+	c.rest = wire[n:]
 	return wrotePart
 }
 
@@ -851,7 +851,7 @@ func (c *wsConn) write(frames ...[]byte) error {
 		return nil
 	}
 	if c.rest != nil {
-		frames = append(c.rest, frames...) // frameMu is already held for it
+		frames = append([][]byte{c.rest}, frames...) // frameMu is already held for it
 		c.rest = nil
 	} else {
 		c.frameMu.Lock()

@@ -1005,7 +1005,7 @@ func testSender(t *testing.T, ring bool) *sender {
 	t.Helper()
 	h := newHub(slog.New(slog.DiscardHandler))
 	if !ring {
-		h.noRing = errors.New("write(2) asked for")
+		useWriteSyscall(h)
 	}
 	out := h.newSender()
 	t.Cleanup(out.close)
@@ -1124,7 +1124,7 @@ func TestWSPongToStalledClientTimesOut(t *testing.T) {
 
 // A client that resumes with since ahead of this replica's feed (it got the
 // events from another replica) does not get them again when the feed here
-// catches up, whether push or the writer delivers them.
+// catches up, whether publish or the writer delivers them.
 func TestWSResumeAheadOfReplica(t *testing.T) {
 	ts := newTestServer(t)
 	for i := range 3 {
@@ -1142,7 +1142,7 @@ func TestWSResumeAheadOfReplica(t *testing.T) {
 		t.Fatalf("hello seq %d, want this replica's position %d", hello.Seq, newest-3)
 	}
 	waitFor(t, "the subscriber", func() bool { return ts.srv.hub.count() == 1 })
-	time.Sleep(50 * time.Millisecond) // the writer is waiting: push writes directly
+	time.Sleep(50 * time.Millisecond) // the writer is waiting: publish writes directly
 
 	// The feed catches up with what the client already has, then goes on.
 	stored, err := ts.st.EventsAfter(context.Background(), newest-3, newest, 10)
@@ -1201,7 +1201,7 @@ func testSlowReader(t *testing.T, ring bool) {
 	// With the socket buffers far smaller than the events, it fills.
 	sub.direct.Conn.(*net.TCPConn).SetWriteBuffer(4096)
 
-	// One event per transaction, so they reach an idle writer and push
+	// One event per transaction, so they reach an idle writer and publish
 	// writes them itself until the socket is full (often ending with a
 	// frame begun and not finished), then they queue for the writer.
 	const n = 100
@@ -1217,7 +1217,7 @@ func testSlowReader(t *testing.T, ring bool) {
 	queued, direct := len(sub.pending), sub.sent
 	sub.mu.Unlock()
 	if direct <= hello || queued == 0 {
-		t.Fatalf("push wrote up to seq %d itself (hello %d) and %d events wait behind a full socket; the test needs both", direct, hello, queued)
+		t.Fatalf("publish wrote up to seq %d itself (hello %d) and %d events wait behind a full socket; the test needs both", direct, hello, queued)
 	}
 	ts.srv.hub.mu.Lock()
 	usedRing := ts.srv.hub.senders[0].ring != nil
