@@ -178,45 +178,39 @@ func (l *readLoop) read(s *subscriber, buf []byte, tr *tracker, down *failures) 
 }
 
 // receive reads what the subscribers on fds have until each has been read
-// to the end: with io_uring, a batch of receives per system call, or with
-// read(2) into buf once the loop has no ring.
+// to the end: with io_uring, a batch of receives per system call, and with
+// read(2) into buf what is left once the loop has no ring. A socket that
+// may have more goes to the back of fds.
 func (l *readLoop) receive(fds []int32, buf []byte, tr *tracker, down *failures) {
 	for len(fds) > 0 && l.ring != nil {
-		var again []int32
-		for start := 0; start < len(fds); start += uringBatch {
-			batch := fds[start:min(start+uringBatch, len(fds))]
-			if l.ring == nil {
-				again = append(again, batch...)
+		batch := fds[:min(uringBatch, len(fds))]
+		fds = fds[len(batch):]
+		ops := l.ops[:len(batch)]
+		for i, fd := range batch {
+			ops[i] = uring.Recv(int(fd), l.slots[i*uringSlot:(i+1)*uringSlot])
+		}
+		if err := l.ring.Run(ops, l.res); err != nil {
+			l.ring.Close()
+			l.ring, l.ringErr = nil, err
+		}
+		at := tr.now()
+		for i, fd := range batch {
+			n, err := int(l.res[i]), error(nil)
+			switch {
+			case n == uring.Unknown:
+				// What it read, if anything, is lost to the tool.
+				l.remove(l.subs[fd], fmt.Errorf("io_uring failed while receiving: %w", l.ringErr), tr, down)
 				continue
+			case n == -int(syscall.ECANCELED) && l.ring == nil:
+				fds = append(fds, fd) // never received: read(2) takes it
+				continue
+			case n < 0:
+				n, err = 0, syscall.Errno(-n)
 			}
-			ops := l.ops[:len(batch)]
-			for i, fd := range batch {
-				ops[i] = uring.Recv(int(fd), l.slots[i*uringSlot:(i+1)*uringSlot])
-			}
-			if err := l.ring.Run(ops, l.res); err != nil {
-				l.ring.Close()
-				l.ring, l.ringErr = nil, err
-			}
-			at := tr.now()
-			for i, fd := range batch {
-				n, err := int(l.res[i]), error(nil)
-				switch {
-				case n == uring.Unknown:
-					// What it read, if anything, is lost to the tool.
-					l.remove(l.subs[fd], fmt.Errorf("io_uring failed while receiving: %w", l.ringErr), tr, down)
-					continue
-				case n == -int(syscall.ECANCELED) && l.ring == nil:
-					again = append(again, fd) // never received: read(2) takes it
-					continue
-				case n < 0:
-					n, err = 0, syscall.Errno(-n)
-				}
-				if l.took(l.subs[fd], l.slots[i*uringSlot:(i+1)*uringSlot], n, err, at, tr, down) {
-					again = append(again, fd)
-				}
+			if l.took(l.subs[fd], l.slots[i*uringSlot:(i+1)*uringSlot], n, err, at, tr, down) {
+				fds = append(fds, fd)
 			}
 		}
-		fds = again
 	}
 	for _, fd := range fds {
 		l.read(l.subs[fd], buf, tr, down)
