@@ -27,23 +27,32 @@ type directWrite struct {
 // where the kernel refuses io_uring. A system call per socket was most of
 // the server's cost of an event with many subscribers (see BENCHMARKS.md).
 type sender struct {
-	ring *uring.Ring
-	ops  []uring.Op
-	res  []int32
-	hub  *hub // for its log
+	ring   *uring.Ring
+	ops    []uring.Op
+	res    []int32
+	writes []directWrite // the batch deliver is gathering
+	hub    *hub          // for its log
 }
 
 // newSender makes a sender, with a ring unless the kernel refused one
-// before; it logs the first refusal. h.mu is held.
+// before. h.mu is held.
 func (h *hub) newSender() *sender {
-	out := &sender{hub: h}
 	if h.noRing != nil {
-		return out
+		return h.senderWith(nil, h.noRing)
 	}
-	ring, err := uring.New(directBatch)
+	return h.senderWith(uring.New(directBatch))
+}
+
+// senderWith makes a sender around ring, or, if making it failed with
+// err, one that writes with write(2); it logs the failure, which later
+// senders then do not repeat. h.mu is held.
+func (h *hub) senderWith(ring *uring.Ring, err error) *sender {
+	out := &sender{hub: h, writes: make([]directWrite, 0, directBatch)}
 	if err != nil {
-		h.noRing = err
-		h.log.Info("io_uring unavailable: the stream writes to each subscriber with its own system call", "err", err)
+		if h.noRing == nil {
+			h.noRing = err
+			h.log.Info("io_uring unavailable: the stream writes to each subscriber with its own system call", "err", err)
+		}
 		return out
 	}
 	out.ring, out.ops, out.res = ring, make([]uring.Op, directBatch), make([]int32, directBatch)

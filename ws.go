@@ -181,7 +181,7 @@ func (h *hub) publish(events []*streamEvent, seq int64) {
 // deliver offers b to subs, has out send what may go straight to their
 // sockets, and returns the subscribers whose queue is full.
 func (h *hub) deliver(subs []*subscriber, b batch, out *sender) (behind []*subscriber) {
-	writes := make([]directWrite, 0, min(len(subs), directBatch))
+	writes := out.writes[:0]
 	flush := func() {
 		out.send(writes)
 		for _, w := range writes {
@@ -189,6 +189,7 @@ func (h *hub) deliver(subs []*subscriber, b batch, out *sender) (behind []*subsc
 				behind = append(behind, w.sub)
 			}
 		}
+		clear(writes) // keeps no subscriber or batch alive until the next publish
 		writes = writes[:0]
 	}
 	for _, sub := range subs {

@@ -981,6 +981,26 @@ func TestSenderFallsBackWhenRingFails(t *testing.T) {
 	}
 }
 
+// Where the kernel refuses io_uring, the hub says so once, at info level,
+// and every sender writes with write(2) without asking the kernel again.
+func TestSenderLogsRefusalOnce(t *testing.T) {
+	var log bytes.Buffer
+	h := newHub(slog.New(slog.NewJSONHandler(&log, nil)))
+	refusal := fmt.Errorf("%w: io_uring_setup: operation not permitted", uring.ErrUnavailable)
+	h.mu.Lock()
+	first, second := h.senderWith(nil, refusal), h.newSender()
+	h.mu.Unlock()
+	if first.ring != nil || second.ring != nil {
+		t.Fatal("a sender has a ring after the kernel refused one")
+	}
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], `"level":"INFO"`) ||
+		!strings.Contains(lines[0], `"msg":"io_uring unavailable: the stream writes to each subscriber with its own system call"`) ||
+		!strings.Contains(lines[0], "operation not permitted") {
+		t.Fatalf("log = %q, want one info line saying io_uring is unavailable and why", lines)
+	}
+}
+
 // ringFDs lists this process's io_uring descriptors.
 func ringFDs(t *testing.T) []int {
 	t.Helper()
