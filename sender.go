@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"syscall"
 	"unsafe"
 
@@ -32,11 +33,16 @@ type sender struct {
 	res    []int32
 	writes []directWrite // the batch deliver is gathering
 	hub    *hub          // for its log
+	failed error         // why the ring failed while in use
 }
 
-// newSender makes a sender, with a ring unless the kernel refused one
-// before. h.mu is held.
+// newSender makes a sender, with a ring unless the kernel refused one or
+// a ring failed in use before. h.mu is held, and no publish is delivering.
 func (h *hub) newSender() *sender {
+	for _, out := range h.senders {
+		// A kernel whose ring failed once is not trusted with another.
+		h.noRing = cmp.Or(h.noRing, out.failed)
+	}
 	if h.noRing != nil {
 		return h.senderWith(nil, h.noRing)
 	}
@@ -78,6 +84,7 @@ func (out *sender) send(writes []directWrite) {
 	}
 	if err := out.ring.Run(ops, res); err != nil {
 		out.hub.log.Error("io_uring failed: the stream goes on with a system call per write", "err", err)
+		out.failed = err
 		out.close()
 	}
 	for i, n := range res {

@@ -277,6 +277,9 @@ const (
 	endShutdown
 	endRevoked // the credentials it opened with no longer work
 	endHistory // the stored events could not be read
+	// endInterrupted: a direct write's outcome is unknown (io_uring failed),
+	// so the stream cannot go on without repeating or losing bytes.
+	endInterrupted
 )
 
 // subscriber is one WebSocket or SSE connection's view of the hub.
@@ -337,8 +340,12 @@ func (sub *subscriber) wrote(b batch, n int, limit int) bool {
 	switch {
 	case n == uring.Unknown:
 		// The frames may be on the wire or not: repeating them could
-		// corrupt the stream, so the caller ends it and the client
-		// resumes from what it has.
+		// corrupt the stream, so it ends and the client resumes from what
+		// it has. The reason is set here because the caller ends it as if
+		// it were behind.
+		if sub.reason == endNone {
+			sub.reason = endInterrupted
+		}
 		sub.mu.Unlock()
 		return false
 	case result == wroteAll:
@@ -617,10 +624,11 @@ func (c *subscription) close() { c.s.hub.unsubscribe(c.sub) }
 
 // endings say why the server ends a stream, as the client is told.
 var endings = map[endReason]string{
-	endOverflow: "too slow;",
-	endShutdown: "server shutting down;",
-	endRevoked:  "access revoked; authenticate again to",
-	endHistory:  "could not read history;",
+	endOverflow:    "too slow;",
+	endShutdown:    "server shutting down;",
+	endRevoked:     "access revoked; authenticate again to",
+	endHistory:     "could not read history;",
+	endInterrupted: "delivery interrupted;",
 }
 
 // resumeHint tells a client why the server ends its stream and where to
@@ -912,10 +920,11 @@ type wsOut struct{ conn *wsConn }
 
 // wsCloseCodes close a stream the server ends.
 var wsCloseCodes = map[endReason]int{
-	endOverflow: closeTryAgainLater,
-	endShutdown: closeGoingAway,
-	endRevoked:  closePolicy,
-	endHistory:  closeTryAgainLater,
+	endOverflow:    closeTryAgainLater,
+	endShutdown:    closeGoingAway,
+	endRevoked:     closePolicy,
+	endHistory:     closeTryAgainLater,
+	endInterrupted: closeTryAgainLater,
 }
 
 func (o wsOut) frame(ev *streamEvent) []byte { return ev.wsFrame }

@@ -926,6 +926,12 @@ func TestDirectWriteUnknownEndsSubscriber(t *testing.T) {
 	if len(events) != 0 || sent != 0 {
 		t.Errorf("after an unknown outcome: %d events queued, sent up to %d; want none of it counted", len(events), sent)
 	}
+	// publish ends it as it ends one that is behind; the client is told
+	// the truth.
+	sub.end(endOverflow)
+	if _, _, reason := sub.take(); reason != endInterrupted {
+		t.Errorf("after an unknown outcome the subscriber ends with %q; want %q", endings[reason], endings[endInterrupted])
+	}
 }
 
 // When io_uring fails, the sender reports what the kernel never took as
@@ -970,6 +976,15 @@ func TestSenderFallsBackWhenRingFails(t *testing.T) {
 	}
 	if n := send(); n != len(wire) {
 		t.Fatalf("send after the ring failed: %d bytes, want %d through write(2)", n, len(wire))
+	}
+	h := out.hub
+	h.mu.Lock()
+	h.senders = append(h.senders, out)
+	later := h.newSender()
+	h.mu.Unlock()
+	if later.ring != nil {
+		later.close()
+		t.Fatal("a sender made after a ring failed has a ring; want write(2) from then on")
 	}
 	client := &rawWS{conn: cc, br: bufio.NewReader(cc)}
 	if op, payload, err := client.readFrame(time.Second); err != nil || op != wsOpText || string(payload) != "once" {
