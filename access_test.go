@@ -386,7 +386,7 @@ func TestFirstUserIsAdminAndClosedRegistration(t *testing.T) {
 	// With open registration, later users are responders; a race of first
 	// registrations makes exactly one admin.
 	open := newTestServer(t)
-	if count := statusCounts(inParallel(5, func(i int) response {
+	if count := statusCounts(inParallel(t, 5, func(t testing.TB, i int) response {
 		return open.request(t, "POST", "/api/v1/register", fmt.Sprintf(`{"username":"racer%d","password":"password-x"}`, i))
 	})); count[201] != 5 {
 		t.Errorf("racing registrations = %v, want 5 × 201", count)
@@ -477,7 +477,7 @@ func TestLastAdminIsProtected(t *testing.T) {
 	// authorized, by access control (403).
 	tm.request(t, "PATCH", fmt.Sprintf("/api/v1/users/%d", tm.ids["responder"]), `{"role":"admin"}`, admin...).mustStatus(t, "promote", 200)
 	targets := []string{self, fmt.Sprintf("/api/v1/users/%d", tm.ids["responder"])}
-	got := statusCounts(inParallel(2, func(i int) response {
+	got := statusCounts(inParallel(t, 2, func(t testing.TB, i int) response {
 		return tm.request(t, "PATCH", targets[i], `{"role":"viewer"}`, admin...)
 	}))
 	if got[200] != 1 || got[409]+got[403] != 1 {
@@ -872,7 +872,7 @@ func TestAPIKeyLimitUnderConcurrency(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	count := statusCounts(inParallel(20, func(int) response {
+	count := statusCounts(inParallel(t, 20, func(t testing.TB, _ int) response {
 		return tm.request(t, "POST", "/api/v1/api-keys", `{"name":"x","scopes":["incidents:read"]}`, bearer(tok)...)
 	}))
 	if count[201] != 2 || count[409] != 18 {

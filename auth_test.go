@@ -230,7 +230,7 @@ func TestRegisterAndLogin(t *testing.T) {
 func TestRegisterConcurrentDuplicates(t *testing.T) {
 	ts := newTestServer(t)
 	const n = 8
-	count := statusCounts(inParallel(n, func(i int) response {
+	count := statusCounts(inParallel(t, n, func(t testing.TB, i int) response {
 		name := "racer"
 		if i%2 == 1 {
 			name = "RACER"

@@ -345,7 +345,7 @@ func TestIncidentResolveConcurrent(t *testing.T) {
 	for round := range 5 {
 		inc := ts.createIncident(t, fmt.Sprintf("race %d", round), "high")
 		const n = 6
-		count := statusCounts(inParallel(n, func(int) response {
+		count := statusCounts(inParallel(t, n, func(t testing.TB, _ int) response {
 			return ts.request(t, "PATCH", fmt.Sprintf("/api/v1/incidents/%d/resolve", inc.ID), "", bearer(token)...)
 		}))
 		if count[http.StatusOK] != 1 || count[http.StatusConflict] != n-1 {

@@ -14,7 +14,7 @@ import (
 )
 
 // patch sends a lifecycle action.
-func (ts *testServer) patch(t *testing.T, id int64, action, token, body string, headers ...string) response {
+func (ts *testServer) patch(t testing.TB, id int64, action, token, body string, headers ...string) response {
 	t.Helper()
 	return ts.request(t, "PATCH", fmt.Sprintf("/api/v1/incidents/%d/%s", id, action), body, append(bearer(token), headers...)...)
 }
@@ -235,7 +235,7 @@ func TestConcurrentAcknowledges(t *testing.T) {
 		tokens = append(tokens, ts.register(t, fmt.Sprintf("responder%d", i), "password1"))
 	}
 	inc := ts.createIncident(t, "race to ack", "critical")
-	count := statusCounts(inParallel(len(tokens), func(i int) response {
+	count := statusCounts(inParallel(t, len(tokens), func(t testing.TB, i int) response {
 		return ts.patch(t, inc.ID, "acknowledge", tokens[i], "")
 	}))
 	if count[http.StatusOK] != 1 || count[http.StatusConflict] != len(tokens)-1 {
@@ -249,7 +249,7 @@ func TestConcurrentAcknowledges(t *testing.T) {
 }
 
 // report posts an incident with a dedup key.
-func (ts *testServer) report(t *testing.T, key, severity string) (response, incident) {
+func (ts *testServer) report(t testing.TB, key, severity string) (response, incident) {
 	t.Helper()
 	r := ts.request(t, "POST", "/api/v1/incidents", fmt.Sprintf(`{"title":"disk full","severity":%q,"dedup_key":%q}`, severity, key))
 	var inc incident
@@ -262,7 +262,7 @@ func (ts *testServer) report(t *testing.T, key, severity string) (response, inci
 func TestDedupParallel(t *testing.T) {
 	ts := newTestServer(t)
 	const n = 50
-	responses := inParallel(n, func(int) response {
+	responses := inParallel(t, n, func(t testing.TB, _ int) response {
 		r, _ := ts.report(t, "host-1/disk", "high")
 		return r
 	})

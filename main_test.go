@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -324,15 +325,42 @@ func (ts *testServer) createIncident(t testing.TB, title, severity string) incid
 }
 
 // inParallel sends n requests at once, request(i) making the i-th, and
-// returns their responses in order.
-func inParallel(n int, request func(i int) response) []response {
+// returns their responses in order. request gets a t whose Fatal ends only
+// its own goroutine; the test stops once all are back.
+func inParallel(t testing.TB, n int, request func(t testing.TB, i int) response) []response {
+	t.Helper()
 	responses := make([]response, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { responses[i] = request(i) })
+		wg.Go(func() { responses[i] = request(offTestGoroutine{t}, i) })
 	}
 	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
 	return responses
+}
+
+// offTestGoroutine lets helpers that call Fatal run on a goroutine of
+// their own: FailNow may only be called from the test's goroutine, so
+// these report the failure and end the calling goroutine only.
+type offTestGoroutine struct{ testing.TB }
+
+func (g offTestGoroutine) Fatal(args ...any) {
+	g.Helper()
+	g.Error(args...)
+	runtime.Goexit()
+}
+
+func (g offTestGoroutine) Fatalf(format string, args ...any) {
+	g.Helper()
+	g.Errorf(format, args...)
+	runtime.Goexit()
+}
+
+func (g offTestGoroutine) FailNow() {
+	g.Fail()
+	runtime.Goexit()
 }
 
 // statusCounts counts responses by status.
