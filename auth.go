@@ -100,6 +100,27 @@ func (p *passwords) verify(ctx context.Context, password, encoded string) (bool,
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
 
+// currentHash tells whether encoded was made with today's parameters.
+// Others (the original service's, m=65536,t=3,p=4) take longer to verify
+// than the dummy hash of a name that does not exist, which tells the name
+// exists; they are replaced at the owner's next login.
+func currentHash(encoded string) bool {
+	prm, _, _, ok := parsePHC(encoded)
+	return ok && prm == newHashParams
+}
+
+// upgradeHash replaces u's hash with one of today's parameters. The login
+// goes ahead if that fails: the old hash still works.
+func (s *server) upgradeHash(ctx context.Context, u user, password string) {
+	hash, err := s.passwords.hash(ctx, password)
+	if err == nil {
+		err = s.store.ReplacePasswordHash(ctx, u.ID, u.PasswordHash, hash)
+	}
+	if err != nil {
+		s.log.Warn("upgrade password hash", "user", u.Username, "error", err)
+	}
+}
+
 // parsePHC reads $argon2id$v=19$m=...,t=...,p=...$salt$hash.
 func parsePHC(encoded string) (prm argonParams, salt, key []byte, ok bool) {
 	parts := strings.Split(encoded, "$")
@@ -290,6 +311,9 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.limits.loginUser.giveBack(name, now)
 	s.limits.loginIP.giveBack(ipLimitKey(ip), now)
+	if !currentHash(u.PasswordHash) {
+		s.upgradeHash(r.Context(), u, in.Password.Value)
+	}
 	token, err := s.issueToken(u)
 	if err != nil {
 		return err

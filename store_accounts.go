@@ -248,6 +248,16 @@ func (st *store) UpdateUser(ctx context.Context, id int64, c userChange, e audit
 	return u, err
 }
 
+// ReplacePasswordHash swaps a hash for another of the same password, unless
+// the password changed meanwhile. Tokens stay valid: nothing about the
+// account changed.
+func (st *store) ReplacePasswordHash(ctx context.Context, id int64, old, replacement string) error {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	_, err := st.db.ExecContext(ctx, `UPDATE users SET password_hashed = $3 WHERE id = $1 AND password_hashed = $2`, id, old, replacement)
+	return err
+}
+
 // ChangePassword stores a new hash and bumps the token version, which ends
 // every token issued before.
 func (st *store) ChangePassword(ctx context.Context, id int64, passwordHash string, e auditEntry, now time.Time) error {

@@ -69,7 +69,26 @@ func TestUpgradeOriginalDatabaseInPlace(t *testing.T) {
 	}
 
 	ts := newTestServerOn(t, stores[0], testConfig())
+	storedHash := func() string {
+		var h string
+		if err := db.QueryRow(`SELECT password_hashed FROM users WHERE username = 'olduser'`).Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	original := storedHash()
+	ts.request(t, "POST", "/api/v1/login", `{"username":"olduser","password":"admin124"}`).mustStatus(t, "old user, wrong password", http.StatusUnauthorized)
+	if storedHash() != original {
+		t.Fatal("a failed login replaced the original's hash")
+	}
 	token := ts.login(t, "olduser", "admin123")
+	// The original's slower hash gives way to one of today's at the first
+	// login, so it stops showing that the name exists; nothing else changes.
+	if h := storedHash(); !strings.HasPrefix(h, "$argon2id$v=19$m=19456,t=2,p=1$") {
+		t.Errorf("hash after the first login = %.32s..., want today's parameters", h)
+	}
+	ts.request(t, "GET", "/api/v1/me", "", bearer(token)...).mustStatus(t, "token of the login that replaced the hash", http.StatusOK)
+	ts.login(t, "olduser", "admin123")
 
 	var list []incident
 	ts.request(t, "GET", "/api/v1/incidents", "").mustStatus(t, "list old incidents", http.StatusOK).json(t, &list)
