@@ -784,6 +784,9 @@ type wsConn struct {
 	// frameMu stays held for it, and the next write sends it first. The
 	// subscriber's mutex hands it from publish to the writer.
 	rest []byte
+	// libraryClosed: the library answered a protocol error with a close
+	// frame of its own, so we send none after it.
+	libraryClosed atomic.Bool
 }
 
 func newWSConn(conn net.Conn, timeout time.Duration) *wsConn {
@@ -804,6 +807,9 @@ func newWSConn(conn net.Conn, timeout time.Duration) *wsConn {
 func (c *wsConn) Write(p []byte) (int, error) {
 	c.frameMu.Lock()
 	defer c.frameMu.Unlock()
+	if len(p) > 0 && p[0] == 0x80|wsOpClose {
+		c.libraryClosed.Store(true)
+	}
 	return c.send(p)
 }
 
@@ -908,7 +914,7 @@ func (s *server) serveWS(ws *websocket.Conn, conn *wsConn, req streamRequest, wh
 	}()
 	if c.run(ctx, pos, wsOut{conn}) {
 		// Answer a close frame with one of our own, as RFC 6455 asks.
-		if code := <-closeCode; code != 0 {
+		if code := <-closeCode; code != 0 && !conn.libraryClosed.Load() {
 			conn.write(wsCloseFrame(code, ""))
 		}
 	}
@@ -950,7 +956,7 @@ func readClient(ws *websocket.Conn) int {
 		case errors.Is(err, websocket.ErrFrameTooLarge):
 			return closeTooBig
 		case errors.Is(err, io.EOF):
-			return closeNormal // a close frame, or a protocol error the library already answered
+			return closeNormal // a close frame, or a protocol error the library answered itself
 		default:
 			return 0
 		}

@@ -738,6 +738,9 @@ func TestBadClientsAffectOnlyThemselves(t *testing.T) {
 	if code, _ := garbageClient.readClose(t, 5*time.Second); code != closeProtocol {
 		t.Errorf("garbage: close code %d, want %d", code, closeProtocol)
 	}
+	if op, payload, err := garbageClient.readFrame(time.Second); err == nil {
+		t.Errorf("garbage: after the close frame came opcode %d %q; want the connection closed", op, payload)
+	}
 	ts.createIncident(t, "after the bad clients", "low")
 	healthy.expectSeqs(t, []int64{hello + 1})
 	binaryClient.expectSeqs(t, []int64{hello + 1}) // ignored frames do not end it
