@@ -29,9 +29,11 @@ type pgCluster struct {
 	// runAs is set when this process is root: initdb and postgres refuse to
 	// run as root, so they run as the postgres system user instead.
 	runAs *syscall.Credential
-	// started tells Stop whether this process started the server; a cluster
-	// that was already running belongs to someone else.
-	started bool
+	// users holds this process's shared lock on usersLock while it uses
+	// the cluster: several -dev servers may share one directory (that is
+	// how to try replicas on one machine), and the last to stop stops
+	// PostgreSQL.
+	users *os.File
 }
 
 // pgClusterOptions tunes a cluster for its use.
@@ -108,14 +110,55 @@ func startPGCluster(ctx context.Context, dir string, opts pgClusterOptions) (*pg
 	if err := c.handOver(dir); err != nil {
 		return nil, err
 	}
+	// Starting and stopping hold the directory's lock: two processes never
+	// both start the cluster, and none stops it while another starts.
+	unlock, err := lockFile(dir, syscall.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock.Close()
+	if err := c.start(ctx, opts); err != nil {
+		return nil, err
+	}
+	if c.users, err = lockFile(c.usersLock(), syscall.LOCK_SH); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// usersLock is the file every process that uses the cluster holds a shared
+// lock on.
+func (c *pgCluster) usersLock() string {
+	return filepath.Join(filepath.Dir(c.dataDir), "users.lock")
+}
+
+// lockFile opens path, creating it if needed, and takes the flock how on
+// it; closing the file lets go.
+func lockFile(path string, how int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if errors.Is(err, syscall.EISDIR) {
+		f, err = os.Open(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// start initializes the cluster if it is new and starts it unless it runs.
+func (c *pgCluster) start(ctx context.Context, opts pgClusterOptions) error {
 	if _, err := os.Stat(filepath.Join(c.dataDir, "PG_VERSION")); errors.Is(err, fs.ErrNotExist) {
 		out, err := c.command(ctx, "initdb", "-D", c.dataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync").CombinedOutput()
 		if err != nil {
-			return nil, fmt.Errorf("initdb: %v: %s", err, bytes.TrimSpace(out))
+			return fmt.Errorf("initdb: %v: %s", err, bytes.TrimSpace(out))
 		}
 	}
-	if c.command(ctx, "pg_ctl", "status", "-D", c.dataDir).Run() == nil {
-		return c, nil // already running, e.g. a second -dev server in the same directory
+	if c.running(ctx) {
+		return nil // another -dev server in the same directory started it
 	}
 	settings := []string{
 		"-k " + c.sockDir,
@@ -129,10 +172,13 @@ func startPGCluster(ctx context.Context, dir string, opts pgClusterOptions) (*pg
 	out, err := c.command(ctx, "pg_ctl", "start", "-w", "-t", "60", "-D", c.dataDir, "-l", c.logFile, "-o", strings.Join(settings, " ")).CombinedOutput()
 	if err != nil {
 		log, _ := os.ReadFile(c.logFile)
-		return nil, fmt.Errorf("pg_ctl start: %v: %s\n%s", err, bytes.TrimSpace(out), lastLines(log, 10))
+		return fmt.Errorf("pg_ctl start: %v: %s\n%s", err, bytes.TrimSpace(out), lastLines(log, 10))
 	}
-	c.started = true
-	return c, nil
+	return nil
+}
+
+func (c *pgCluster) running(ctx context.Context) bool {
+	return c.command(ctx, "pg_ctl", "status", "-D", c.dataDir).Run() == nil
 }
 
 // postgresUser is who runs the cluster when this process is root.
@@ -212,18 +258,36 @@ func (c *pgCluster) CreateDatabase(ctx context.Context, dbname string) error {
 	return nil
 }
 
-// Stop stops the server if this process started it.
+// Stop lets go of the cluster and stops it unless another process still
+// uses it.
 func (c *pgCluster) Stop() error {
-	if !c.started {
+	if c.users == nil {
 		return nil
 	}
+	unlock, err := lockFile(filepath.Dir(c.dataDir), syscall.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unlock.Close()
+	c.users.Close()
+	c.users = nil
+	last, err := lockFile(c.usersLock(), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return nil // another process uses it and stops it last
+	}
+	if err != nil {
+		return err
+	}
+	defer last.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if !c.running(ctx) {
+		return nil
+	}
 	out, err := c.command(ctx, "pg_ctl", "stop", "-w", "-m", "fast", "-D", c.dataDir).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pg_ctl stop: %v: %s", err, bytes.TrimSpace(out))
 	}
-	c.started = false
 	return nil
 }
 

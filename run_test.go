@@ -343,7 +343,20 @@ func TestDevModeFromEmptyDirectory(t *testing.T) {
 	if !bytes.Equal(key, key2) {
 		t.Error("the dev secret key changed between runs")
 	}
+
+	// Two at once in one directory (replicas on one machine): PostgreSQL
+	// runs until the last of them stops, whichever started it.
+	other := startRun(t, map[string]string{"ADDR": "127.0.0.1:0"}, "-dev", "-dev-dir", devDir)
 	rs.stop(t)
+	resp, err = http.Post(other.url+"/api/v1/login", "application/json", strings.NewReader(`{"username":"dev","password":"admin123"}`))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("login on the second dev server after the first stopped = %v %v, want 200", resp, err)
+	}
+	resp.Body.Close()
+	other.stop(t)
+	if _, err := os.Stat(filepath.Join(devDir, "postgres", "postmaster.pid")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("PostgreSQL still running after both dev servers stopped (postmaster.pid: %v)", err)
+	}
 }
 
 // DB_MAX_CONNS bounds the server's connections to PostgreSQL; a burst of
