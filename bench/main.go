@@ -56,6 +56,10 @@
 //     then PostgreSQL notifies the stream while the response is on its way);
 //     its delay counts as 0 and it is counted in
 //     delivered_before_post_response.
+//   - event_first_delivery and event_last_delivery are, per event, the delay
+//     to the first and to the last subscriber that got it: the first is the
+//     server's path from the commit through the notification to the start
+//     of the fan-out, the gap between them is the fan-out itself.
 //   - RSS includes memory the Go runtime has freed but not yet returned to
 //     the OS, so measure on a freshly started server.
 package main
@@ -264,6 +268,7 @@ type subscriber struct {
 	seen    []uint64 // bitmap of received "added" ids, by slot
 	lastSeq int64    // highest seq received, from the hello on
 	delays  []uint32 // µs from POST response to receipt, when the POST time was known at receipt
+	slots   []int32  // the window slot of each of delays
 	early   []receipt
 	lastAt  int64 // ns since t0 of the last receipt in the window
 
@@ -352,6 +357,7 @@ func (s *subscriber) receive(msg []byte, at int64, tr *tracker) {
 	tr.delivered.Add(1)
 	if p := tr.posted[slot].Load(); p != 0 {
 		s.delays = append(s.delays, micros(at-p))
+		s.slots = append(s.slots, int32(slot))
 	} else {
 		s.early = append(s.early, receipt{int32(slot), at})
 	}
@@ -477,13 +483,17 @@ type result struct {
 	outsideWindow   int
 	fallbacks       int
 	delays          []uint32 // µs, sorted
-	deliveryTime    time.Duration
-	disconnects     failures
-	clientCPU       float64
-	machineBusy     float64  // percent of all cores, -1 unknown
-	machineIdleBusy float64  // the same during the settle time, before the load
-	serverCPU       float64  // -1: not measured
-	rss             [3]int64 // KiB before connecting, connected and idle, at the end; -1 unknown
+	// firstDelays and lastDelays are, per event, the delay to its first and
+	// to its last subscriber (µs, sorted): the server's path from commit to
+	// fan-out, and the fan-out itself.
+	firstDelays, lastDelays []uint32
+	deliveryTime            time.Duration
+	disconnects             failures
+	clientCPU               float64
+	machineBusy             float64  // percent of all cores, -1 unknown
+	machineIdleBusy         float64  // the same during the settle time, before the load
+	serverCPU               float64  // -1: not measured
+	rss                     [3]int64 // KiB before connecting, connected and idle, at the end; -1 unknown
 }
 
 func (r *result) passed() bool {
@@ -629,6 +639,7 @@ func connectAll(o options, tr *tracker, r *result, window int) ([]*subscriber, e
 				}
 				s.seen = make([]uint64, (window+63)/64)
 				s.delays = make([]uint32, 0, r.postTarget)
+				s.slots = make([]int32, 0, r.postTarget)
 				mu.Lock()
 				subs = append(subs, s)
 				n := len(subs)
@@ -819,6 +830,13 @@ func (r *result) analyze(tr *tracker, subs []*subscriber, loadStart int64) {
 	}
 	r.delays = make([]uint32, 0, total)
 	var lastAt int64
+	first, last := make([]uint32, len(tr.posted)), make([]uint32, len(tr.posted))
+	for i := range first {
+		first[i] = math.MaxUint32
+	}
+	event := func(slot int, d uint32) {
+		first[slot], last[slot] = min(first[slot], d), max(last[slot], d)
+	}
 	for _, s := range subs {
 		for _, slot := range posted {
 			if s.seen[slot/64]&(1<<(slot%64)) != 0 {
@@ -831,6 +849,9 @@ func (r *result) analyze(tr *tracker, subs []*subscriber, loadStart int64) {
 			}
 		}
 		r.delays = append(r.delays, s.delays...)
+		for i, d := range s.delays {
+			event(int(s.slots[i]), d)
+		}
 		for _, e := range s.early {
 			p := tr.posted[e.slot].Load()
 			if p == 0 {
@@ -840,6 +861,7 @@ func (r *result) analyze(tr *tracker, subs []*subscriber, loadStart int64) {
 				r.beforeResponse++
 			}
 			r.delays = append(r.delays, micros(e.at-p))
+			event(int(e.slot), micros(e.at-p))
 		}
 		r.duplicates += s.duplicates
 		r.outOfOrder += s.outOfOrder
@@ -847,6 +869,14 @@ func (r *result) analyze(tr *tracker, subs []*subscriber, loadStart int64) {
 		r.fallbacks += s.fallbacks
 		lastAt = max(lastAt, s.lastAt)
 	}
+	for _, slot := range posted {
+		if first[slot] != math.MaxUint32 {
+			r.firstDelays = append(r.firstDelays, first[slot])
+			r.lastDelays = append(r.lastDelays, last[slot])
+		}
+	}
+	slices.Sort(r.firstDelays)
+	slices.Sort(r.lastDelays)
 	slices.Sort(r.delays)
 	slices.Sort(r.postLatency)
 	r.deliveryTime = time.Duration(lastAt - loadStart)
@@ -893,6 +923,11 @@ func (r *result) print(w io.Writer) {
 	line("delay_p99", "%s ms", ms(pct(r.delays, 0.99)))
 	line("delay_p99.9", "%s ms", ms(pct(r.delays, 0.999)))
 	line("delay_max", "%s ms", ms(pct(r.delays, 1)))
+	spread := func(d []uint32) string {
+		return fmt.Sprintf("p50 %s ms, p99 %s ms, max %s ms", ms(pct(d, 0.5)), ms(pct(d, 0.99)), ms(pct(d, 1)))
+	}
+	line("event_first_delivery", "%s (per event: to its first subscriber)", spread(r.firstDelays))
+	line("event_last_delivery", "%s (per event: to its last subscriber)", spread(r.lastDelays))
 	line("deliveries_per_s", "%.0f (received / time from first POST to last delivery, %s)",
 		float64(r.received)/max(r.deliveryTime.Seconds(), 1e-9), r.deliveryTime.Round(time.Millisecond))
 	line("subscribers_disconnected", "%d", r.disconnects.count())

@@ -1,6 +1,12 @@
 package main
 
-import "testing"
+import (
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+)
 
 func TestDecodeEvent(t *testing.T) {
 	for _, tc := range []struct {
@@ -25,5 +31,35 @@ func TestDecodeEvent(t *testing.T) {
 		if got != tc.want || fast != tc.fast {
 			t.Errorf("decodeEvent(%s) = %+v, fast %v; want %+v, fast %v", tc.msg, got, fast, tc.want, tc.fast)
 		}
+	}
+}
+
+// analyze reports, per event, the delay to its first and to its last
+// subscriber, counting one that arrived before its POST response as 0.
+func TestAnalyzePerEventDelays(t *testing.T) {
+	tr := &tracker{base: 100, posted: make([]atomic.Int64, 3)}
+	const ms = int64(time.Millisecond)
+	added := func(id int64) []byte {
+		return fmt.Appendf(nil, `{"type":"added","seq":%d,"data":{"id":%d}}`, id-100, id)
+	}
+	a, b := &subscriber{seen: make([]uint64, 1)}, &subscriber{seen: make([]uint64, 1)}
+	tr.posted[0].Store(1 * ms)
+	a.receive(added(101), 4*ms, tr)
+	b.receive(added(101), 8*ms, tr)
+	a.receive(added(102), 1*ms, tr) // before the POST response is known
+	tr.posted[1].Store(2 * ms)
+	b.receive(added(102), 7*ms, tr)
+	// Slot 2 was never posted: nothing to report for it.
+
+	var r result
+	r.analyze(tr, []*subscriber{a, b}, 0)
+	if r.received != 4 || r.lost != 0 || r.beforeResponse != 1 {
+		t.Fatalf("received %d, lost %d, before response %d; want 4, 0, 1", r.received, r.lost, r.beforeResponse)
+	}
+	if want := []uint32{0, 3000}; !slices.Equal(r.firstDelays, want) {
+		t.Errorf("first deliveries = %v µs, want %v", r.firstDelays, want)
+	}
+	if want := []uint32{5000, 7000}; !slices.Equal(r.lastDelays, want) {
+		t.Errorf("last deliveries = %v µs, want %v", r.lastDelays, want)
 	}
 }
