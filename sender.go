@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"syscall"
 	"unsafe"
 
@@ -37,12 +36,8 @@ type sender struct {
 }
 
 // newSender makes a sender, with a ring unless the kernel refused one or
-// a ring failed in use before. h.mu is held, and no publish is delivering.
+// a ring failed in use before. h.mu is held.
 func (h *hub) newSender() *sender {
-	for _, out := range h.senders {
-		// A kernel whose ring failed once is not trusted with another.
-		h.noRing = cmp.Or(h.noRing, out.failed)
-	}
 	if h.noRing != nil {
 		return h.senderWith(nil, h.noRing)
 	}
@@ -94,6 +89,24 @@ func (out *sender) send(writes []directWrite) {
 		}
 	}
 	clear(ops) // the batch's memory is not kept alive by the next one
+}
+
+// distrustRings drops every sender's ring once one has failed in use: a
+// kernel whose io_uring failed once is trusted neither with the others nor
+// with new ones. h.mu is held, and no publish is delivering.
+func (h *hub) distrustRings() {
+	if h.noRing != nil {
+		return // no rings, or dropped already
+	}
+	for _, failed := range h.senders {
+		if failed.failed != nil {
+			h.noRing = failed.failed
+			for _, out := range h.senders {
+				out.close()
+			}
+			return
+		}
+	}
 }
 
 func (out *sender) close() {

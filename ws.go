@@ -167,6 +167,7 @@ func (h *hub) publish(events []*streamEvent, seq int64) {
 		}
 	}
 	wg.Wait()
+	h.distrustRings()
 	for _, subs := range behind {
 		for _, sub := range subs {
 			// Too far behind: it gets nothing more and is told to resume
@@ -277,8 +278,10 @@ const (
 	endShutdown
 	endRevoked // the credentials it opened with no longer work
 	endHistory // the stored events could not be read
-	// endInterrupted: a direct write's outcome is unknown (io_uring failed),
-	// so the stream cannot go on without repeating or losing bytes.
+	// endInterrupted: a direct write's outcome is unknown (io_uring failed):
+	// the connection may have ended mid-frame, so it closes without another
+	// byte, as after a network error, and the client resumes from the last
+	// event it has.
 	endInterrupted
 )
 
@@ -624,11 +627,10 @@ func (c *subscription) close() { c.s.hub.unsubscribe(c.sub) }
 
 // endings say why the server ends a stream, as the client is told.
 var endings = map[endReason]string{
-	endOverflow:    "too slow;",
-	endShutdown:    "server shutting down;",
-	endRevoked:     "access revoked; authenticate again to",
-	endHistory:     "could not read history;",
-	endInterrupted: "delivery interrupted;",
+	endOverflow: "too slow;",
+	endShutdown: "server shutting down;",
+	endRevoked:  "access revoked; authenticate again to",
+	endHistory:  "could not read history;",
 }
 
 // resumeHint tells a client why the server ends its stream and where to
@@ -670,6 +672,9 @@ func (c *subscription) run(ctx context.Context, pos int64, out streamOut) (clien
 		next := c.next(ctx.Done(), ping.C)
 		if next.gone {
 			return true
+		}
+		if next.reason == endInterrupted {
+			return false // not one byte more: it could land inside a frame
 		}
 		msgs := make([][]byte, 0, len(next.events)+1)
 		for _, ev := range next.events {
@@ -849,6 +854,13 @@ func (c *wsConn) claim() bool {
 // holds what is left.
 func (c *wsConn) wrote(wire []byte, n int) writeResult {
 	switch {
+	case n == uring.Unknown:
+		// Part of a frame may have left: not one byte more may follow,
+		// from us or from the library. Shutdown, not close, keeps the
+		// descriptor's number from being reused while publish holds it.
+		syscall.Shutdown(c.fd, syscall.SHUT_RDWR)
+		c.frameMu.Unlock()
+		return wroteNone
 	case n <= 0:
 		c.frameMu.Unlock()
 		return wroteNone
@@ -926,11 +938,10 @@ type wsOut struct{ conn *wsConn }
 
 // wsCloseCodes close a stream the server ends.
 var wsCloseCodes = map[endReason]int{
-	endOverflow:    closeTryAgainLater,
-	endShutdown:    closeGoingAway,
-	endRevoked:     closePolicy,
-	endHistory:     closeTryAgainLater,
-	endInterrupted: closeTryAgainLater,
+	endOverflow: closeTryAgainLater,
+	endShutdown: closeGoingAway,
+	endRevoked:  closePolicy,
+	endHistory:  closeTryAgainLater,
 }
 
 func (o wsOut) frame(ev *streamEvent) []byte { return ev.wsFrame }

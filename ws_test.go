@@ -906,10 +906,11 @@ func TestWSConnPartialWriteKeepsFramesWhole(t *testing.T) {
 }
 
 // A direct write whose outcome io_uring could not report (the ring failed
-// mid-batch) is neither queued nor repeated: the subscriber is to be ended,
-// and its connection is free for the close frame.
+// mid-batch) is neither queued nor repeated: the connection ends at once,
+// with nothing after what may have left, and the subscriber is to be
+// ended.
 func TestDirectWriteUnknownEndsSubscriber(t *testing.T) {
-	sc, _ := tcpPair(t)
+	sc, cc := tcpPair(t)
 	conn := newWSConn(sc, time.Minute)
 	sub := newSubscriber(streamFilter{}, principal{}, conn)
 	sub.waiting(0)
@@ -925,16 +926,54 @@ func TestDirectWriteUnknownEndsSubscriber(t *testing.T) {
 		t.Fatal("the connection is still claimed after an unknown outcome")
 	}
 	conn.frameMu.Unlock()
+	if _, err := conn.Write(wsPingFrame); err == nil {
+		t.Error("the library could still write to the connection after an unknown outcome")
+	}
+	cc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := cc.Read(make([]byte, 64)); n != 0 || err != io.EOF {
+		t.Errorf("client read %d bytes, %v; want the connection ended", n, err)
+	}
 	events, sent, _ := sub.take()
 	if len(events) != 0 || sent != 0 {
 		t.Errorf("after an unknown outcome: %d events queued, sent up to %d; want none of it counted", len(events), sent)
 	}
-	// publish ends it as it ends one that is behind; the client is told
-	// the truth.
+	// publish ends it as it ends one that is behind; the writer must know
+	// the difference.
 	sub.end(endOverflow)
 	if _, _, reason := sub.take(); reason != endInterrupted {
-		t.Errorf("after an unknown outcome the subscriber ends with %q; want %q", endings[reason], endings[endInterrupted])
+		t.Errorf("after an unknown outcome the subscriber ends with reason %d; want endInterrupted", reason)
 	}
+}
+
+// A stream that ended because a write's outcome is unknown writes nothing
+// more, not even a close frame: it could land inside a frame.
+func TestInterruptedStreamWritesNothingMore(t *testing.T) {
+	sub := newSubscriber(streamFilter{}, principal{}, nil)
+	c := &subscription{s: &server{pingInterval: time.Hour}, sub: sub}
+	var out recordingOut
+	sub.end(endInterrupted)
+	if c.run(context.Background(), 0, &out) {
+		t.Fatal("run says the client went; want the server ending the stream")
+	}
+	if len(out.msgs) != 1 || out.msgs[0] != "hello" {
+		t.Errorf("the stream wrote %q; want only the hello", out.msgs)
+	}
+}
+
+// recordingOut is a streamOut that keeps what is written.
+type recordingOut struct{ msgs []string }
+
+func (o *recordingOut) frame(ev *streamEvent) []byte { return ev.wsFrame }
+func (o *recordingOut) hello(int64) []byte           { return []byte("hello") }
+func (o *recordingOut) keepalive() []byte            { return []byte("ping") }
+func (o *recordingOut) goodbye(endReason, int64, string) []byte {
+	return []byte("goodbye")
+}
+func (o *recordingOut) write(msgs ...[]byte) error {
+	for _, m := range msgs {
+		o.msgs = append(o.msgs, string(m))
+	}
+	return nil
 }
 
 // When io_uring fails, the sender reports what the kernel never took as
@@ -980,14 +1019,18 @@ func TestSenderFallsBackWhenRingFails(t *testing.T) {
 	if n := send(); n != len(wire) {
 		t.Fatalf("send after the ring failed: %d bytes, want %d through write(2)", n, len(wire))
 	}
+	// The other shards' rings go too, and new senders get none.
 	h := out.hub
 	h.mu.Lock()
-	h.senders = append(h.senders, out)
+	other := h.newSender()
+	h.senders = append(h.senders, out, other)
+	h.distrustRings()
 	later := h.newSender()
 	h.mu.Unlock()
-	if later.ring != nil {
-		later.close()
-		t.Fatal("a sender made after a ring failed has a ring; want write(2) from then on")
+	t.Cleanup(other.close)
+	t.Cleanup(later.close)
+	if other.ring != nil || later.ring != nil {
+		t.Fatalf("after a ring failed: another shard's ring kept %v, a new sender has one %v; want write(2) everywhere", other.ring != nil, later.ring != nil)
 	}
 	client := &rawWS{conn: cc, br: bufio.NewReader(cc)}
 	if op, payload, err := client.readFrame(time.Second); err != nil || op != wsOpText || string(payload) != "once" {
