@@ -107,20 +107,21 @@ func startPGCluster(ctx context.Context, dir string, opts pgClusterOptions) (*pg
 			return nil, err
 		}
 	}
-	if err := c.handOver(dir); err != nil {
-		return nil, err
-	}
 	// Starting and stopping hold the directory's lock: two processes never
-	// both start the cluster, and none stops it while another starts.
-	unlock, err := lockFile(dir, syscall.LOCK_EX)
+	// both set up or start the cluster, and none stops it while another
+	// starts.
+	unlock, err := lockFile(ctx, dir, syscall.LOCK_EX)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock.Close()
+	if err := c.handOver(dir); err != nil {
+		return nil, err
+	}
 	if err := c.start(ctx, opts); err != nil {
 		return nil, err
 	}
-	if c.users, err = lockFile(c.usersLock(), syscall.LOCK_SH); err != nil {
+	if c.users, err = lockFile(ctx, c.usersLock(), syscall.LOCK_SH); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -133,8 +134,9 @@ func (c *pgCluster) usersLock() string {
 }
 
 // lockFile opens path, creating it if needed, and takes the flock how on
-// it; closing the file lets go.
-func lockFile(path string, how int) (*os.File, error) {
+// it (with LOCK_NB, one try); closing the file lets go. A wait ends with
+// ctx, so Ctrl-C works while another process holds the lock.
+func lockFile(ctx context.Context, path string, how int) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
 	if errors.Is(err, syscall.EISDIR) {
 		f, err = os.Open(path)
@@ -142,11 +144,22 @@ func lockFile(path string, how int) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), how); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || how&syscall.LOCK_NB != 0 {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for another process's lock on %s: %w", path, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	return f, nil
 }
 
 // start initializes the cluster if it is new and starts it unless it runs.
@@ -216,10 +229,13 @@ func (c *pgCluster) handOver(dir string) error {
 		}
 	}
 	return filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
+		if err == nil {
+			err = os.Lchown(path, int(c.runAs.Uid), int(c.runAs.Gid))
 		}
-		return os.Lchown(path, int(c.runAs.Uid), int(c.runAs.Gid))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // a file a running cluster removed meanwhile
+		}
+		return err
 	})
 }
 
@@ -264,14 +280,16 @@ func (c *pgCluster) Stop() error {
 	if c.users == nil {
 		return nil
 	}
-	unlock, err := lockFile(filepath.Dir(c.dataDir), syscall.LOCK_EX)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	unlock, err := lockFile(ctx, filepath.Dir(c.dataDir), syscall.LOCK_EX)
 	if err != nil {
 		return err
 	}
 	defer unlock.Close()
 	c.users.Close()
 	c.users = nil
-	last, err := lockFile(c.usersLock(), syscall.LOCK_EX|syscall.LOCK_NB)
+	last, err := lockFile(ctx, c.usersLock(), syscall.LOCK_EX|syscall.LOCK_NB)
 	if errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil // another process uses it and stops it last
 	}
@@ -279,8 +297,6 @@ func (c *pgCluster) Stop() error {
 		return err
 	}
 	defer last.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if !c.running(ctx) {
 		return nil
 	}
