@@ -57,9 +57,12 @@
 //     its delay counts as 0 and it is counted in
 //     delivered_before_post_response.
 //   - event_first_delivery and event_last_delivery are, per event, the delay
-//     to the first and to the last subscriber that got it: the first is the
-//     server's path from the commit through the notification to the start
-//     of the fan-out, the gap between them is the fan-out itself.
+//     (from the POST response, like every delay here) to the first and to
+//     the last subscriber that got it. The first is about the server's path
+//     from the commit through the notification to the start of the fan-out
+//     (a delivery that overtook the response counts 0, so it understates
+//     that path by up to the response's own way back); the gap between them
+//     is the fan-out. Subscribers that never got an event count in lost.
 //   - RSS includes memory the Go runtime has freed but not yet returned to
 //     the OS, so measure on a freshly started server.
 package main
