@@ -299,6 +299,18 @@ func (rule stringRule) check(problems []fieldError, loc []string, s jsonString) 
 
 // badTextValues reports values PostgreSQL cannot store as text: invalid
 // UTF-8 (a query string or form may carry any bytes) and NUL characters.
+// queryProblems checks a request's query string once for every handler:
+// one Go cannot read whole (a bad escape, a ';', too many parameters) is
+// refused, since the handlers would see it without the parts it could not
+// read, filters included.
+func queryProblems(raw string) []fieldError {
+	values, err := url.ParseQuery(raw)
+	if err != nil {
+		return []fieldError{{Type: "value_error", Loc: []string{"query"}, Msg: "Value error, the query string cannot be read: " + err.Error()}}
+	}
+	return badTextValues("query", values)
+}
+
 func badTextValues(where string, values url.Values) []fieldError {
 	var problems []fieldError
 	for name, vs := range values {

@@ -213,14 +213,28 @@ func decodeCursor(raw string, sort incidentSort) (*sortKey, *fieldError) {
 	if c.Sort != sort.name {
 		return nil, &fieldError{Type: "value_error", Loc: []string{"query", "cursor"}, Msg: "Value error, the cursor belongs to sort=" + c.Sort}
 	}
-	if sort.key != "" {
-		if _, err := time.Parse(time.RFC3339Nano, c.Key); err != nil {
-			if _, err := strconv.Atoi(c.Key); err != nil {
-				return nil, bad
-			}
-		}
+	if !c.sortKey.canonical(sort) {
+		return nil, bad
 	}
 	return &c.sortKey, nil
+}
+
+// canonical checks that k's Key is a position sortKeyOf could have made
+// for sort, one PostgreSQL accepts, and writes times in one form: a cursor
+// is only base64 and may have been edited.
+func (k *sortKey) canonical(sort incidentSort) bool {
+	switch strings.TrimPrefix(sort.name, "-") {
+	case "created_at", "updated_at":
+		t, err := time.Parse(time.RFC3339Nano, k.Key)
+		if err != nil || t.UTC().Year() < 1 || t.UTC().Year() > 9999 {
+			return false
+		}
+		k.Key = t.UTC().Format(time.RFC3339Nano)
+	case "severity":
+		rank, err := strconv.Atoi(k.Key)
+		return err == nil && rank >= 1 && rank <= len(severities)
+	}
+	return true
 }
 
 // handleIncidentList handles GET /api/v1/incidents.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -443,6 +444,18 @@ func TestListFilters(t *testing.T) {
 		{"since=yesterday", []string{"datetime_parsing@query.since"}},
 		{"until=2026-13-01T00:00:00Z", []string{"datetime_parsing@query.until"}},
 		{"cursor=garbage!", []string{"value_error@query.cursor"}},
+		// Cursors are only base64: edited ones are refused, not sent to
+		// PostgreSQL to fail there.
+		{"sort=severity&cursor=" + editedCursor("severity", "2147483648"), []string{"value_error@query.cursor"}},
+		{"sort=severity&cursor=" + editedCursor("severity", "0"), []string{"value_error@query.cursor"}},
+		{"sort=severity&cursor=" + editedCursor("severity", "2026-01-01T00:00:00Z"), []string{"value_error@query.cursor"}},
+		{"sort=created_at&cursor=" + editedCursor("created_at", "0000-01-01T00:00:00Z"), []string{"value_error@query.cursor"}},
+		{"sort=-updated_at&cursor=" + editedCursor("-updated_at", "3"), []string{"value_error@query.cursor"}},
+		// A query string Go cannot read whole would otherwise lose its
+		// filters silently.
+		{"status=open;resolved", []string{"value_error@query"}},
+		{"severity=%zz", []string{"value_error@query"}},
+		{"status=resolved" + strings.Repeat("&x=1", 10001), []string{"value_error@query"}},
 		{"sort=severity&before=5", []string{"value_error@query.before"}},
 		{"q=" + strings.Repeat("q", 201), []string{"string_too_long@query.q"}},
 		{"status=acknowledged,closed", []string{"enum@query.status"}},
@@ -460,6 +473,11 @@ func TestListFilters(t *testing.T) {
 	if !strings.Contains(string(r.body), "the cursor belongs to sort=severity") {
 		t.Errorf("cursor of another sort: %s", r.body)
 	}
+}
+
+// editedCursor is a cursor as a client could forge it.
+func editedCursor(sort, key string) string {
+	return base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, `{"s":%q,"k":%q,"id":2}`, sort, key))
 }
 
 // TestSortPagination walks every sort over a few hundred incidents with

@@ -130,7 +130,7 @@ func (s *server) routes() http.Handler {
 // writeError.
 func (s *server) handle(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := invalid(badTextValues("query", r.URL.Query())...)
+		err := invalid(queryProblems(r.URL.RawQuery)...)
 		if err == nil {
 			r, err = s.authorize(r, rt.access)
 		}
