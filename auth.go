@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"net/url"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -330,19 +331,19 @@ func readLogin(w http.ResponseWriter, r *http.Request) (loginRequest, error) {
 	var in loginRequest
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mediaType == "application/x-www-form-urlencoded" {
-		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-		if err := r.ParseForm(); err != nil {
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				return in, errBodyTooLarge
-			}
+		body, err := readRawBody(w, r)
+		if err != nil {
+			return in, err
+		}
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
 			return in, invalid(fieldError{Type: "value_error", Loc: []string{"body"}, Msg: "Value error, the form body could not be parsed"})
 		}
-		if err := invalid(badTextValues("body", r.PostForm)...); err != nil {
+		if err := invalid(badTextValues("body", form)...); err != nil {
 			return in, err
 		}
 		for field, dst := range map[string]*jsonString{"username": &in.Username, "password": &in.Password} {
-			if values, ok := r.PostForm[field]; ok {
+			if values, ok := form[field]; ok {
 				*dst = jsonString{Value: values[0], Present: true, IsText: true}
 			}
 		}

@@ -8,10 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -84,19 +86,37 @@ func readOptionalJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	return readBody(w, r, dst, true)
 }
 
+// bodyReadTimeout bounds how long a request body may take to arrive, so a
+// client that stops sending halfway does not hold its request open; the
+// headers have their own limit (ReadHeaderTimeout).
+var bodyReadTimeout = 30 * time.Second
+
 func readBody(w http.ResponseWriter, r *http.Request, dst any, optional bool) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	body, err := readRawBody(w, r)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return errBodyTooLarge
-		}
-		return &httpError{status: http.StatusBadRequest, detail: "Could not read request body"}
+		return err
 	}
 	if optional && len(bytes.TrimSpace(body)) == 0 {
 		return nil
 	}
 	return decodeObject(body, "body", dst)
+}
+
+// readRawBody reads the whole request body, whatever its encoding: at most
+// maxBodyBytes, within bodyReadTimeout.
+func readRawBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == nil:
+		return body, nil
+	case errors.As(err, &tooLarge):
+		return nil, errBodyTooLarge
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, &httpError{status: http.StatusRequestTimeout, detail: "Request body not received in time"}
+	}
+	return nil, &httpError{status: http.StatusBadRequest, detail: "Could not read request body"}
 }
 
 // decodeObject decodes one JSON object into dst; loc names it in errors.

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"database/sql"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"regexp"
@@ -100,6 +103,34 @@ func TestBodyLimits(t *testing.T) {
 	}
 	r := ts.request(t, "POST", "/api/v1/login", "password="+strings.Repeat("x", maxBodyBytes), "Content-Type", "application/x-www-form-urlencoded")
 	r.mustStatus(t, "form login over 1 MiB", http.StatusRequestEntityTooLarge)
+}
+
+// A client that stops sending its body halfway gets a 408 once
+// bodyReadTimeout passes, instead of holding the request open.
+func TestStalledBodyTimesOut(t *testing.T) {
+	ts := newTestServer(t)
+	defer func(d time.Duration) { bodyReadTimeout = d }(bodyReadTimeout)
+	bodyReadTimeout = 300 * time.Millisecond
+	for _, tt := range []struct{ path, contentType string }{
+		{"/api/v1/incidents", "application/json"},
+		{"/api/v1/login", "application/x-www-form-urlencoded"},
+	} {
+		conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: 100\r\n\r\n{", tt.path, tt.contentType)
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("POST %s with a stalled body: %v; want a response", tt.path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), `"Request body not received in time"`) {
+			t.Errorf("POST %s with a stalled body = %d %s; want 408 with a JSON detail", tt.path, resp.StatusCode, body)
+		}
+	}
 }
 
 func TestIncidentGet(t *testing.T) {
