@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -708,8 +709,8 @@ func (s *server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		return &httpError{status: http.StatusBadRequest, detail: "Expected a WebSocket upgrade request"}
+	if err := checkWSHandshake(r.Header); err != nil {
+		return err
 	}
 	if !s.originAllowed(r) {
 		return &httpError{status: http.StatusForbidden, detail: "Origin not allowed"}
@@ -731,6 +732,38 @@ func (s *server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		},
 	}.ServeHTTP(hijacked, r)
 	return nil
+}
+
+// checkWSHandshake refuses upgrade requests that RFC 6455 (section 4.2.1)
+// calls invalid, in the API's error shape: the library would answer some
+// of them in plain text and take others.
+func checkWSHandshake(h http.Header) error {
+	bad := func(detail string) error { return &httpError{status: http.StatusBadRequest, detail: detail} }
+	key, err := base64.StdEncoding.DecodeString(h.Get("Sec-WebSocket-Key"))
+	switch {
+	case !strings.EqualFold(h.Get("Upgrade"), "websocket"):
+		return bad("Expected a WebSocket upgrade request")
+	case !headerHasToken(h, "Connection", "upgrade"):
+		return bad("Expected a WebSocket upgrade request: Connection must include Upgrade")
+	case h.Get("Sec-WebSocket-Version") != "13":
+		return &httpError{status: http.StatusUpgradeRequired, detail: "Unsupported WebSocket version: this server speaks 13",
+			header: http.Header{"Sec-Websocket-Version": {"13"}}}
+	case err != nil || len(key) != 16:
+		return bad("Sec-WebSocket-Key must be 16 bytes in base64")
+	}
+	return nil
+}
+
+// headerHasToken tells whether the comma-separated header name holds token.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // originAllowed accepts requests without Origin (not a browser), the

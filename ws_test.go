@@ -376,6 +376,43 @@ func TestNotifyPayloadIsTheID(t *testing.T) {
 	}
 }
 
+// Upgrade requests RFC 6455 calls invalid get a JSON error, not the
+// library's plain text or, for a malformed key, a connection.
+func TestWSHandshakeErrors(t *testing.T) {
+	ts := newTestServer(t)
+	valid := map[string]string{"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+	for _, tt := range []struct {
+		name, header, value string // value "" leaves the header out
+		status              int
+		detail              string
+	}{
+		{"no upgrade", "Upgrade", "", 400, "Expected a WebSocket upgrade request"},
+		{"no Connection: Upgrade", "Connection", "keep-alive", 400, "Expected a WebSocket upgrade request: Connection must include Upgrade"},
+		{"old version", "Sec-WebSocket-Version", "8", 426, "Unsupported WebSocket version: this server speaks 13"},
+		{"no version", "Sec-WebSocket-Version", "", 426, "Unsupported WebSocket version: this server speaks 13"},
+		{"short key", "Sec-WebSocket-Key", "short", 400, "Sec-WebSocket-Key must be 16 bytes in base64"},
+		{"no key", "Sec-WebSocket-Key", "", 400, "Sec-WebSocket-Key must be 16 bytes in base64"},
+	} {
+		var headers []string
+		for k, v := range valid {
+			if k == tt.header {
+				v = tt.value
+			}
+			if v != "" {
+				headers = append(headers, k, v)
+			}
+		}
+		r := ts.request(t, "GET", "/api/v1/ws", "", headers...)
+		r.mustStatus(t, tt.name, tt.status)
+		if d := r.detail(t); d != tt.detail {
+			t.Errorf("%s: detail %q, want %q", tt.name, d, tt.detail)
+		}
+		if tt.status == 426 && r.header.Get("Sec-WebSocket-Version") != "13" {
+			t.Errorf("%s: Sec-WebSocket-Version %q, want 13", tt.name, r.header.Get("Sec-WebSocket-Version"))
+		}
+	}
+}
+
 func TestWSOrigin(t *testing.T) {
 	ts := newTestServer(t, func(c *config) { c.allowedOrigins = []string{"https://dash.example"} })
 	own := ts.URL // the server's own origin
