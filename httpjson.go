@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 )
 
@@ -86,11 +85,6 @@ func readOptionalJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	return readBody(w, r, dst, true)
 }
 
-// bodyReadTimeout bounds how long a request body may take to arrive, so a
-// client that stops sending halfway does not hold its request open; the
-// headers have their own limit (ReadHeaderTimeout).
-var bodyReadTimeout = 30 * time.Second
-
 func readBody(w http.ResponseWriter, r *http.Request, dst any, optional bool) error {
 	body, err := readRawBody(w, r)
 	if err != nil {
@@ -103,9 +97,8 @@ func readBody(w http.ResponseWriter, r *http.Request, dst any, optional bool) er
 }
 
 // readRawBody reads the whole request body, whatever its encoding: at most
-// maxBodyBytes, within bodyReadTimeout.
+// maxBodyBytes, within the deadline handle set.
 func readRawBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	var tooLarge *http.MaxBytesError
 	switch {
@@ -317,12 +310,36 @@ func (rule stringRule) check(problems []fieldError, loc []string, s jsonString) 
 	return problems
 }
 
-// badTextValues reports values PostgreSQL cannot store as text: invalid
-// UTF-8 (a query string or form may carry any bytes) and NUL characters.
+// readableQuery is raw with what the original service (Starlette) read
+// as plain characters escaped, so Go reads them the same way and drops
+// nothing: a ';' is part of a value, not a separator, and a '%' not
+// followed by two hex digits is a '%'.
+func readableQuery(raw string) string {
+	if !strings.ContainsAny(raw, ";%") {
+		return raw
+	}
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		switch {
+		case raw[i] == ';':
+			b.WriteString("%3B")
+		case raw[i] == '%' && (i+2 >= len(raw) || !isHex(raw[i+1]) || !isHex(raw[i+2])):
+			b.WriteString("%25")
+		default:
+			b.WriteByte(raw[i])
+		}
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
 // queryProblems checks a request's query string once for every handler:
-// one Go cannot read whole (a bad escape, a ';', too many parameters) is
-// refused, since the handlers would see it without the parts it could not
-// read, filters included.
+// one Go still cannot read whole (over 10,000 parameters) is refused, as
+// the handlers would see it without its filters; so are values PostgreSQL
+// cannot store.
 func queryProblems(raw string) []fieldError {
 	values, err := url.ParseQuery(raw)
 	if err != nil {
@@ -331,6 +348,8 @@ func queryProblems(raw string) []fieldError {
 	return badTextValues("query", values)
 }
 
+// badTextValues reports values PostgreSQL cannot store as text: invalid
+// UTF-8 (a query string or form may carry any bytes) and NUL characters.
 func badTextValues(where string, values url.Values) []fieldError {
 	var problems []fieldError
 	for name, vs := range values {

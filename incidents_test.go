@@ -105,30 +105,40 @@ func TestBodyLimits(t *testing.T) {
 	r.mustStatus(t, "form login over 1 MiB", http.StatusRequestEntityTooLarge)
 }
 
-// A client that stops sending its body halfway gets a 408 once
-// bodyReadTimeout passes, instead of holding the request open.
+// A client that stops sending its body halfway gets an answer once
+// bodyReadTimeout passes, instead of holding the request open: a 408 where
+// the handler reads the body, its own answer where it does not (net/http
+// reads the rest of a body before it answers).
 func TestStalledBodyTimesOut(t *testing.T) {
 	ts := newTestServer(t)
 	defer func(d time.Duration) { bodyReadTimeout = d }(bodyReadTimeout)
 	bodyReadTimeout = 300 * time.Millisecond
-	for _, tt := range []struct{ path, contentType string }{
-		{"/api/v1/incidents", "application/json"},
-		{"/api/v1/login", "application/x-www-form-urlencoded"},
+	for _, tt := range []struct {
+		method, path, contentType string
+		status                    int
+	}{
+		{"POST", "/api/v1/incidents", "application/json", http.StatusRequestTimeout},
+		{"POST", "/api/v1/login", "application/x-www-form-urlencoded", http.StatusRequestTimeout},
+		{"POST", "/api/v1/stream-tickets", "application/json", http.StatusUnauthorized},
+		{"GET", "/api/v1/incidents?limit=0", "application/json", http.StatusUnprocessableEntity},
 	} {
 		conn, err := net.Dial("tcp", ts.Listener.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: 100\r\n\r\n{", tt.path, tt.contentType)
+		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: 100\r\n\r\n{", tt.method, tt.path, tt.contentType)
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {
-			t.Fatalf("POST %s with a stalled body: %v; want a response", tt.path, err)
+			t.Fatalf("%s %s with a stalled body: %v; want a response", tt.method, tt.path, err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(body), `"Request body not received in time"`) {
-			t.Errorf("POST %s with a stalled body = %d %s; want 408 with a JSON detail", tt.path, resp.StatusCode, body)
+		if resp.StatusCode != tt.status {
+			t.Errorf("%s %s with a stalled body = %d %s; want %d", tt.method, tt.path, resp.StatusCode, body, tt.status)
+		}
+		if tt.status == http.StatusRequestTimeout && !strings.Contains(string(body), `"Request body not received in time"`) {
+			t.Errorf("%s %s: body %s, want the 408's JSON detail", tt.method, tt.path, body)
 		}
 	}
 }

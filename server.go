@@ -125,14 +125,32 @@ func (s *server) routes() http.Handler {
 	return s.logRequests(s.recoverPanics(securityHeaders(s.cors(jsonMuxErrors(mux)))))
 }
 
+// bodyReadTimeout bounds how long a request body may take to arrive, so a
+// client that stops sending halfway does not hold its request open; the
+// headers have their own limit (ReadHeaderTimeout).
+var bodyReadTimeout = 30 * time.Second
+
 // handle adapts a route to http.Handler: it checks the caller against the
 // route's access, then runs the handler; every error goes through
 // writeError.
 func (s *server) handle(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := invalid(queryProblems(r.URL.RawQuery)...)
+		if r.ContentLength != 0 {
+			// Whether or not the handler reads the body, net/http does
+			// before it answers. Not for requests without one: net/http
+			// is already reading ahead on them to notice a client leaving,
+			// and a deadline would end a long stream.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+		}
+		if raw := readableQuery(r.URL.RawQuery); raw != r.URL.RawQuery {
+			u := *r.URL
+			u.RawQuery = raw
+			r = r.WithContext(r.Context())
+			r.URL = &u
+		}
+		r, err := s.authorize(r, rt.access)
 		if err == nil {
-			r, err = s.authorize(r, rt.access)
+			err = invalid(queryProblems(r.URL.RawQuery)...)
 		}
 		if err == nil {
 			err = rt.handler(w, r)

@@ -743,7 +743,7 @@ func checkWSHandshake(h http.Header) error {
 	switch {
 	case !strings.EqualFold(h.Get("Upgrade"), "websocket"):
 		return bad("Expected a WebSocket upgrade request")
-	case !headerHasToken(h, "Connection", "upgrade"):
+	case !hasToken(h.Get("Connection"), "upgrade"): // the first line only, as the library reads it
 		return bad("Expected a WebSocket upgrade request: Connection must include Upgrade")
 	case h.Get("Sec-WebSocket-Version") != "13":
 		return &httpError{status: http.StatusUpgradeRequired, detail: "Unsupported WebSocket version: this server speaks 13",
@@ -754,13 +754,11 @@ func checkWSHandshake(h http.Header) error {
 	return nil
 }
 
-// headerHasToken tells whether the comma-separated header name holds token.
-func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h.Values(name) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
+// hasToken tells whether the comma-separated header value v holds token.
+func hasToken(v, token string) bool {
+	for _, t := range strings.Split(v, ",") {
+		if strings.EqualFold(strings.TrimSpace(t), token) {
+			return true
 		}
 	}
 	return false
