@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -125,12 +128,57 @@ func decodeObject(body []byte, loc string, dst any) error {
 	if raw[0] != '{' {
 		return invalid(fieldError{Type: "model_attributes_type", Loc: []string{loc}, Msg: "Input should be a valid dictionary or object to extract fields from"})
 	}
+	// Field names match exactly, as the original's did: encoding/json
+	// would also take "Title" for "title", and the last of two spellings.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return invalid(fieldError{Type: "json_invalid", Loc: []string{loc}, Msg: "JSON decode error"})
+	}
+	names := jsonFieldNames(reflect.TypeOf(dst).Elem())
+	for name := range fields {
+		if !names[name] {
+			delete(fields, name) // unknown fields are ignored
+		}
+	}
+	raw, _ = json.Marshal(fields)
 	if err := json.Unmarshal(raw, dst); err != nil {
 		// Only a field type without a lenient decoder gets here.
 		return invalid(fieldError{Type: "json_invalid", Loc: []string{loc}, Msg: "JSON decode error"})
 	}
 	return nil
 }
+
+// jsonFieldNames are the JSON names of struct type t's fields.
+func jsonFieldNames(t reflect.Type) map[string]bool {
+	if names, ok := fieldNameCache.Load(t); ok {
+		return names.(map[string]bool)
+	}
+	names := map[string]bool{}
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch {
+		case f.Anonymous && name == "" && indirect(f.Type).Kind() == reflect.Struct:
+			// Promoted, as encoding/json does, even from an unexported type.
+			maps.Copy(names, jsonFieldNames(indirect(f.Type)))
+		case name == "-" || !f.IsExported():
+		case name == "":
+			names[f.Name] = true
+		default:
+			names[name] = true
+		}
+	}
+	fieldNameCache.Store(t, names)
+	return names
+}
+
+func indirect(t reflect.Type) reflect.Type {
+	if t.Kind() == reflect.Pointer {
+		return t.Elem()
+	}
+	return t
+}
+
+var fieldNameCache sync.Map // reflect.Type → map[string]bool
 
 // writeJSON is the only writer of JSON responses.
 func writeJSON(w http.ResponseWriter, status int, v any) error {

@@ -29,6 +29,7 @@ func TestIncidentCreateValidation(t *testing.T) {
 		{"long title", `{"title":"` + strings.Repeat("t", 201) + `","severity":"low"}`, []string{"string_too_long@body.title"}},
 		{"long description", `{"title":"t","description":"` + strings.Repeat("d", 10001) + `","severity":"low"}`, []string{"string_too_long@body.description"}},
 		{"severity is case-sensitive", `{"title":"t","severity":"High"}`, []string{"enum@body.severity"}},
+		{"field names are case-sensitive", `{"Title":"t","SEVERITY":"low"}`, []string{"missing@body.title", "missing@body.severity"}},
 		{"severity not a string", `{"title":"t","severity":3}`, []string{"string_type@body.severity"}},
 		{"title not a string", `{"title":["t"],"severity":"low"}`, []string{"string_type@body.title"}},
 		{"NUL in title", `{"title":"a\u0000b","severity":"low"}`, []string{"value_error@body.title"}},
@@ -84,6 +85,18 @@ func TestIncidentCreate(t *testing.T) {
 	var events int
 	if err := ts.st.db.QueryRow(`SELECT count(*) FROM incident_events WHERE type = 'added'`).Scan(&events); err != nil || events != 2 {
 		t.Errorf("added events = %d (%v), want 2", events, err)
+	}
+}
+
+// Of two spellings of a field name, the exact one counts, wherever it is;
+// the others are unknown fields.
+func TestFieldNamesMatchExactly(t *testing.T) {
+	ts := newTestServer(t)
+	var inc incident
+	ts.request(t, "POST", "/api/v1/incidents", `{"title":"exact","TITLE":"other","severity":"low","Severity":"critical"}`).
+		mustStatus(t, "create with other spellings of names", http.StatusCreated).json(t, &inc)
+	if inc.Title != "exact" || inc.Severity != "low" {
+		t.Errorf("title, severity = %q, %q; want the exactly spelled %q, %q", inc.Title, inc.Severity, "exact", "low")
 	}
 }
 
