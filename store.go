@@ -782,6 +782,28 @@ func (st *store) LatestEventSeq(ctx context.Context) (int64, error) {
 	return seq, st.mapErr(err)
 }
 
+// RunningWriters lists the transactions that are running now and have
+// written something (those with a transaction id), cluster-wide.
+func (st *store) RunningWriters(ctx context.Context) ([]int64, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	var xids pq.Int64Array
+	err := st.db.QueryRowContext(ctx, `SELECT coalesce(array_agg(x::text::bigint), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) x`).Scan(&xids)
+	return xids, st.mapErr(err)
+}
+
+// AnyRunning tells whether any of the transactions xids is still running.
+func (st *store) AnyRunning(ctx context.Context, xids []int64) (bool, error) {
+	if len(xids) == 0 {
+		return false, nil
+	}
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	var running bool
+	err := st.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM unnest($1::bigint[]) x WHERE pg_xact_status(x::text::xid8) = 'in progress')`, pq.Array(xids)).Scan(&running)
+	return running, st.mapErr(err)
+}
+
 // EventsAfter returns up to limit events with after < seq <= upTo (upTo 0:
 // no bound), in sequence order: the stream.
 func (st *store) EventsAfter(ctx context.Context, after, upTo int64, limit int) ([]storedEvent, error) {

@@ -33,15 +33,19 @@ type eventFeed struct {
 	log   *slog.Logger
 	dsn   string
 
-	// gapWait bounds how long the feed waits for a missing sequence number:
-	// a transaction that took it may not have committed yet (ids are handed
-	// out before commit), or it rolled back and the id never appears.
-	gapWait time.Duration
+	// gapWait is how long the feed waits at least for a missing sequence
+	// number: a transaction that took it may not have committed yet (ids
+	// are handed out before commit), or it rolled back and the id never
+	// appears. Past it, the feed waits on while a transaction that was
+	// running when the gap appeared still runs, since it may hold the id,
+	// up to gapMaxWait: a transaction left open must not stop the stream.
+	gapWait, gapMaxWait time.Duration
 	// pollInterval is the safety net for a lost notification.
 	pollInterval time.Duration
 
-	lastSeen int64     // every event up to here went to the hub or was a gap
-	gapSince time.Time // when the feed first waited at lastSeen; zero if not waiting
+	lastSeen   int64     // every event up to here went to the hub or was a gap
+	gapSince   time.Time // when the feed first waited at lastSeen; zero if not waiting
+	gapHolders []int64   // the transactions running then, one of which may hold the gap
 
 	// accessChanged is called with a user id from accessChannel, and with 0
 	// (everyone) after the listener reconnects, since it may have missed one.
@@ -49,7 +53,7 @@ type eventFeed struct {
 }
 
 func newEventFeed(st *store, h *hub, logger *slog.Logger, dsn string) *eventFeed {
-	return &eventFeed{store: st, hub: h, log: logger, dsn: dsn, gapWait: time.Second, pollInterval: 2 * time.Second}
+	return &eventFeed{store: st, hub: h, log: logger, dsn: dsn, gapWait: time.Second, gapMaxWait: 10 * time.Second, pollInterval: 2 * time.Second}
 }
 
 // start positions the feed at the newest event: live subscribers get what
@@ -151,9 +155,9 @@ func (f *eventFeed) dispatch(n *pq.Notification) {
 }
 
 // catchUp reads every committed event after lastSeen and publishes them in
-// order. It stops at a missing sequence number until it appears or gapWait
-// passes; then the id is taken for a rollback and skipped. It returns how
-// soon to look again while waiting on a gap.
+// order. It stops at a missing sequence number until it appears or the gap
+// settles (see gapSettled); then the id is taken for a rollback and
+// skipped. It returns how soon to look again while waiting on a gap.
 func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 	for {
 		events, err := f.store.EventsAfter(ctx, f.lastSeen, 0, feedPageSize)
@@ -164,18 +168,18 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 		waiting := false
 		for _, e := range events {
 			if e.Seq != f.lastSeen+1 {
-				if f.gapSince.IsZero() {
-					f.gapSince = time.Now()
+				settled, err := f.gapSettled(ctx, e.Seq)
+				if err != nil {
+					return 0, err
 				}
-				if time.Since(f.gapSince) < f.gapWait {
+				if !settled {
 					waiting = true
 					break
 				}
-				f.log.Debug("skipping sequence numbers that never committed", "from", f.lastSeen+1, "to", e.Seq-1)
 			}
 			ready = append(ready, newStreamEvent(e))
 			f.lastSeen = e.Seq
-			f.gapSince = time.Time{}
+			f.gapSince, f.gapHolders = time.Time{}, nil
 		}
 		if len(ready) > 0 {
 			// Nothing new (a notification whose rows an earlier read took,
@@ -184,11 +188,48 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 		}
 		switch {
 		case waiting:
-			return min(f.gapWait/10, time.Until(f.gapSince.Add(f.gapWait))+time.Millisecond), nil
+			next := f.gapWait / 10
+			if until := time.Until(f.gapSince.Add(f.gapWait)); until > 0 {
+				next = min(next, until+time.Millisecond)
+			}
+			return next, nil
 		case len(events) < feedPageSize:
 			return 0, nil
 		}
 	}
+}
+
+// gapSettled tells whether the feed may skip the sequence numbers after
+// lastSeen and before next: once gapWait has passed and every transaction
+// that was running when the gap appeared has ended (the one holding the ids
+// rolled back), or once gapMaxWait has passed whatever they do.
+func (f *eventFeed) gapSettled(ctx context.Context, next int64) (bool, error) {
+	if f.gapSince.IsZero() {
+		// The ids were handed out before next, which has committed: a
+		// transaction holding them is running now, or has ended.
+		holders, err := f.store.RunningWriters(ctx)
+		if err != nil {
+			return false, err
+		}
+		f.gapSince, f.gapHolders = time.Now(), holders
+	}
+	waited := time.Since(f.gapSince)
+	if waited < f.gapWait {
+		return false, nil
+	}
+	running, err := f.store.AnyRunning(ctx, f.gapHolders)
+	switch {
+	case err != nil:
+		return false, err
+	case !running:
+		f.log.Debug("skipping sequence numbers that never committed", "from", f.lastSeen+1, "to", next-1)
+		return true, nil
+	case waited < f.gapMaxWait:
+		return false, nil
+	}
+	f.log.Warn("skipping sequence numbers whose transactions are still open; should they commit, their events reach only clients that resume with since",
+		"from", f.lastSeen+1, "to", next-1, "waited", waited.Round(time.Millisecond))
+	return true, nil
 }
 
 // streamEvent is an event ready to send. A live event is encoded once by the

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"iter"
 	"log/slog"
 	"net"
 	"net/http"
@@ -919,17 +920,54 @@ func (c *wsConn) write(frames ...[]byte) error {
 	return err
 }
 
-// send writes frames with the deadline, then clears it, so that no later
-// write meets an expired one; frameMu is held.
+// send writes frames, then clears the deadline, so that no later write
+// meets an expired one; frameMu is held. The deadline is for each
+// sendChunk bytes: a client that reads slowly but steadily is not cut off
+// for the size of its backlog, only one that stops reading.
 func (c *wsConn) send(frames ...[]byte) (int, error) {
-	c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 	defer c.Conn.SetWriteDeadline(time.Time{})
-	if len(frames) == 1 {
+	if len(frames) == 1 && len(frames[0]) <= sendChunk {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		return c.Conn.Write(frames[0]) // write(2); a one-element writev costs more
 	}
-	bufs := net.Buffers(frames)
-	n, err := bufs.WriteTo(c.Conn)
-	return int(n), err
+	sent := 0
+	for chunk := range chunks(frames) {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+		bufs := net.Buffers(chunk)
+		n, err := bufs.WriteTo(c.Conn)
+		sent += int(n)
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
+}
+
+// sendChunk is how many bytes one write with a fresh deadline carries.
+const sendChunk = 64 << 10
+
+// chunks splits the bytes of msgs, in order, into runs of sendChunk bytes
+// (the last may be shorter); a message may straddle two runs.
+func chunks(msgs [][]byte) iter.Seq[[][]byte] {
+	return func(yield func([][]byte) bool) {
+		var run [][]byte
+		size := 0
+		for _, m := range msgs {
+			for len(m) > 0 {
+				take := min(len(m), sendChunk-size)
+				run, size, m = append(run, m[:take]), size+take, m[take:]
+				if size == sendChunk {
+					if !yield(run) {
+						return
+					}
+					run, size = nil, 0
+				}
+			}
+		}
+		if len(run) > 0 {
+			yield(run)
+		}
+	}
 }
 
 // serveWS is one WebSocket subscriber. This goroutine writes our frames,
@@ -1085,14 +1123,17 @@ func (o sseOut) goodbye(_ endReason, since int64, hint string) []byte {
 }
 
 func (o sseOut) write(msgs ...[]byte) error {
-	if len(msgs) == 0 {
-		return nil
-	}
-	o.rc.SetWriteDeadline(time.Now().Add(o.timeout))
-	for _, m := range msgs {
-		if _, err := o.w.Write(m); err != nil {
+	for chunk := range chunks(msgs) {
+		// A fresh deadline per chunk, as for WebSocket frames.
+		o.rc.SetWriteDeadline(time.Now().Add(o.timeout))
+		for _, m := range chunk {
+			if _, err := o.w.Write(m); err != nil {
+				return err
+			}
+		}
+		if err := o.rc.Flush(); err != nil {
 			return err
 		}
 	}
-	return o.rc.Flush()
+	return nil
 }

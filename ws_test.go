@@ -636,7 +636,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestFeedOutOfOrderCommit(t *testing.T) {
 	ts := newTestServer(t)
-	ts.srv.feed.gapWait = 3 * time.Second // longer than the test's own pause
+	// A transaction that holds a gap past gapWait is still waited for: it
+	// has not ended, so it may commit.
+	ts.srv.feed.gapWait = 200 * time.Millisecond
 	inc := ts.createIncident(t, "ordering", "low")
 	ts.waitStream(t)
 	c, hello := mustDial(t, ts, "/api/v1/ws")
@@ -661,19 +663,26 @@ func TestFeedOutOfOrderCommit(t *testing.T) {
 	if err := second.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // the feed sees seq+2 without seq+1 and must wait
+	time.Sleep(time.Second) // the feed sees seq+2 without seq+1 and must wait
 	if err := first.Commit(); err != nil {
 		t.Fatal(err)
 	}
 	c.expectSeqs(t, []int64{firstSeq, secondSeq})
 
 	// A rolled-back id is a gap the feed skips after gapWait.
-	ts.srv.feed.gapWait = 200 * time.Millisecond
 	rolledBack, _ := begin()
 	kept, keptSeq := begin()
 	rolledBack.Rollback()
 	kept.Commit()
 	c.expectSeqs(t, []int64{keptSeq})
+
+	// A transaction left open past gapMaxWait no longer holds the stream up.
+	ts.srv.feed.gapMaxWait = 500 * time.Millisecond
+	open, _ := begin()
+	defer open.Rollback()
+	after, afterSeq := begin()
+	after.Commit()
+	c.expectSeqs(t, []int64{afterSeq})
 }
 
 func TestFeedSurvivesListenerOutage(t *testing.T) {
@@ -1365,5 +1374,73 @@ func testSlowReader(t *testing.T, ring bool) {
 		default:
 			t.Fatalf("opcode %d", op)
 		}
+	}
+}
+
+// A client that reads slowly but steadily keeps its stream, however long
+// its backlog takes to send: the write deadline is for each chunk, so only
+// a client that stops reading is cut off.
+func TestWSSlowSteadyReaderKeepsItsStream(t *testing.T) {
+	ts := newTestServer(t)
+	ts.srv.hub.writeTimeout = 300 * time.Millisecond
+	inc := ts.createIncident(t, "big", "high")
+	ts.waitStream(t)
+	c, resp := dialRaw(t, ts, "/api/v1/ws")
+	if c == nil {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	c.conn.(*net.TCPConn).SetReadBuffer(16 << 10)
+	hello := c.readMessage(t).Seq
+	ts.srv.hub.mu.Lock()
+	ts.srv.hub.subs[0].direct.Conn.(*net.TCPConn).SetWriteBuffer(4096)
+	ts.srv.hub.mu.Unlock()
+
+	// About 1 MB in one transaction: the writer gets it as one batch, which
+	// the client takes at about 400 KB/s, well over the write timeout.
+	const n = 100
+	inc.Description = strings.Repeat("z", 10000)
+	ts.appendEvents(t, inc, n)
+	for i := range int64(n) {
+		time.Sleep(25 * time.Millisecond)
+		op, payload, err := c.readFrame(5 * time.Second)
+		if err != nil || op != wsOpText {
+			t.Fatalf("event %d of %d: opcode %d %.80q, %v; want the stream to go on", i+1, n, op, payload, err)
+		}
+		var m received
+		if err := json.Unmarshal(payload, &m); err != nil || m.Seq != hello+1+i {
+			t.Fatalf("event %d: seq %d (%v), want %d", i+1, m.Seq, err, hello+1+i)
+		}
+	}
+}
+
+// chunks cuts a batch into runs of sendChunk bytes, every byte once and in
+// order, whatever the sizes of its messages.
+func TestChunks(t *testing.T) {
+	var msgs [][]byte
+	var want []byte
+	for i, size := range []int{10, sendChunk, sendChunk + 5, 0, 3, 2 * sendChunk} {
+		m := bytes.Repeat([]byte{byte('a' + i)}, size)
+		msgs, want = append(msgs, m), append(want, m...)
+	}
+	var got []byte
+	var sizes []int
+	for run := range chunks(msgs) {
+		size := 0
+		for _, b := range run {
+			got, size = append(got, b...), size+len(b)
+		}
+		sizes = append(sizes, size)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("chunks carry %d bytes, not the %d of the messages in order", len(got), len(want))
+	}
+	for i, size := range sizes {
+		if size > sendChunk || (i < len(sizes)-1 && size != sendChunk) || size == 0 {
+			t.Errorf("run sizes %v: want full runs of %d and a shorter last one", sizes, sendChunk)
+			break
+		}
+	}
+	for range chunks(nil) {
+		t.Error("chunks of nothing yielded a run")
 	}
 }
