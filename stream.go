@@ -37,15 +37,16 @@ type eventFeed struct {
 	// number: a transaction that took it may not have committed yet (ids
 	// are handed out before commit), or it rolled back and the id never
 	// appears. Past it, the feed waits on while a transaction that was
-	// running when the gap appeared still runs, since it may hold the id,
-	// up to gapMaxWait: a transaction left open must not stop the stream.
+	// running then still runs, since it may hold the id, up to gapMaxWait:
+	// a transaction left open must not stop the stream.
 	gapWait, gapMaxWait time.Duration
 	// pollInterval is the safety net for a lost notification.
 	pollInterval time.Duration
 
 	lastSeen   int64     // every event up to here went to the hub or was a gap
 	gapSince   time.Time // when the feed first waited at lastSeen; zero if not waiting
-	gapHolders []int64   // the transactions running then, one of which may hold the gap
+	gapHolders []int64   // past gapWait: the transactions that may hold the gap
+	gapChecked bool      // gapHolders was read
 
 	// accessChanged is called with a user id from accessChannel, and with 0
 	// (everyone) after the listener reconnects, since it may have missed one.
@@ -179,7 +180,7 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 			}
 			ready = append(ready, newStreamEvent(e))
 			f.lastSeen = e.Seq
-			f.gapSince, f.gapHolders = time.Time{}, nil
+			f.gapSince, f.gapHolders, f.gapChecked = time.Time{}, nil, false
 		}
 		if len(ready) > 0 {
 			// Nothing new (a notification whose rows an earlier read took,
@@ -200,24 +201,27 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 }
 
 // gapSettled tells whether the feed may skip the sequence numbers after
-// lastSeen and before next: once gapWait has passed and every transaction
-// that was running when the gap appeared has ended (the one holding the ids
-// rolled back), or once gapMaxWait has passed whatever they do.
+// lastSeen and before next: once gapWait has passed and the transactions
+// running then have ended (the one holding the ids, if any, rolled back),
+// or once gapMaxWait has passed whatever they do.
 func (f *eventFeed) gapSettled(ctx context.Context, next int64) (bool, error) {
 	if f.gapSince.IsZero() {
-		// The ids were handed out before next, which has committed: a
-		// transaction holding them is running now, or has ended.
-		holders, err := f.store.RunningWriters(ctx)
-		if err != nil {
-			return false, err
-		}
-		f.gapSince, f.gapHolders = time.Now(), holders
+		f.gapSince = time.Now()
 	}
 	waited := time.Since(f.gapSince)
 	if waited < f.gapWait {
-		return false, nil
+		return false, nil // most gaps fill by now: a commit was a moment late
 	}
-	running, err := f.store.AnyRunning(ctx, f.gapHolders)
+	var running bool
+	var err error
+	if !f.gapChecked {
+		// A transaction holding the ids wrote them a while ago, so if it
+		// still runs it is among these.
+		f.gapHolders, err = f.store.RunningWriters(ctx)
+		f.gapChecked, running = err == nil, len(f.gapHolders) > 0
+	} else {
+		running, err = f.store.AnyRunning(ctx, f.gapHolders)
+	}
 	switch {
 	case err != nil:
 		return false, err
