@@ -782,26 +782,31 @@ func (st *store) LatestEventSeq(ctx context.Context) (int64, error) {
 	return seq, st.mapErr(err)
 }
 
-// RunningWriters lists the transactions that are running now and have
-// written something (those with a transaction id), cluster-wide.
-func (st *store) RunningWriters(ctx context.Context) ([]int64, error) {
+// EventWriters lists the transactions (virtual ids) that hold a write lock
+// on incident_events now: the only ones that can still commit an event.
+// Each holds it until it ends.
+func (st *store) EventWriters(ctx context.Context) ([]string, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	var xids pq.Int64Array
-	err := st.db.QueryRowContext(ctx, `SELECT coalesce(array_agg(x::text::bigint), '{}') FROM pg_snapshot_xip(pg_current_snapshot()) x`).Scan(&xids)
-	return xids, st.mapErr(err)
+	var writers pq.StringArray
+	err := st.db.QueryRowContext(ctx, `SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks
+		WHERE locktype = 'relation' AND relation = 'incident_events'::regclass AND mode = 'RowExclusiveLock' AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&writers)
+	return writers, st.mapErr(err)
 }
 
-// AnyRunning tells whether any of the transactions xids is still running.
-func (st *store) AnyRunning(ctx context.Context, xids []int64) (bool, error) {
-	if len(xids) == 0 {
+// StillWriting tells whether any of writers has not ended yet.
+func (st *store) StillWriting(ctx context.Context, writers []string) (bool, error) {
+	if len(writers) == 0 {
 		return false, nil
 	}
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	var running bool
-	err := st.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM unnest($1::bigint[]) x WHERE pg_xact_status(x::text::xid8) = 'in progress')`, pq.Array(xids)).Scan(&running)
-	return running, st.mapErr(err)
+	var writing bool
+	err := st.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
+		WHERE locktype = 'relation' AND relation = 'incident_events'::regclass AND mode = 'RowExclusiveLock'
+		AND virtualtransaction = ANY($1))`, pq.Array(writers)).Scan(&writing)
+	return writing, st.mapErr(err)
 }
 
 // EventsAfter returns up to limit events with after < seq <= upTo (upTo 0:

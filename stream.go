@@ -36,8 +36,7 @@ type eventFeed struct {
 	// gapWait is how long the feed waits at least for a missing sequence
 	// number: a transaction that took it may not have committed yet (ids
 	// are handed out before commit), or it rolled back and the id never
-	// appears. Past it, the feed waits on while a transaction that was
-	// running then still runs, since it may hold the id, up to gapMaxWait:
+	// appears. Past it, see gapSettled; gapMaxWait bounds the whole wait, as
 	// a transaction left open must not stop the stream.
 	gapWait, gapMaxWait time.Duration
 	// pollInterval is the safety net for a lost notification.
@@ -45,8 +44,9 @@ type eventFeed struct {
 
 	lastSeen   int64     // every event up to here went to the hub or was a gap
 	gapSince   time.Time // when the feed first waited at lastSeen; zero if not waiting
-	gapHolders []int64   // past gapWait: the transactions that may hold the gap
-	gapChecked bool      // gapHolders was read
+	gapWriters []string  // past gapWait: the transactions that may hold the gap
+	gapChecked bool      // gapWriters was read
+	gapEnded   bool      // they have all ended: one more read of the table decides
 
 	// accessChanged is called with a user id from accessChannel, and with 0
 	// (everyone) after the listener reconnects, since it may have missed one.
@@ -166,21 +166,21 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 			return 0, err
 		}
 		var ready []*streamEvent
-		waiting := false
+		waiting, reread := false, false
 		for _, e := range events {
 			if e.Seq != f.lastSeen+1 {
-				settled, err := f.gapSettled(ctx, e.Seq)
+				verdict, err := f.gapSettled(ctx, e.Seq)
 				if err != nil {
 					return 0, err
 				}
-				if !settled {
-					waiting = true
+				if verdict != gapSkip {
+					waiting, reread = verdict == gapWaiting, verdict == gapReread
 					break
 				}
 			}
 			ready = append(ready, newStreamEvent(e))
 			f.lastSeen = e.Seq
-			f.gapSince, f.gapHolders, f.gapChecked = time.Time{}, nil, false
+			f.gapSince, f.gapWriters, f.gapChecked, f.gapEnded = time.Time{}, nil, false, false
 		}
 		if len(ready) > 0 {
 			// Nothing new (a notification whose rows an earlier read took,
@@ -188,6 +188,8 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 			f.hub.publish(ready, f.lastSeen)
 		}
 		switch {
+		case reread:
+			continue
 		case waiting:
 			next := f.gapWait / 10
 			if until := time.Until(f.gapSince.Add(f.gapWait)); until > 0 {
@@ -200,40 +202,56 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-// gapSettled tells whether the feed may skip the sequence numbers after
-// lastSeen and before next: once gapWait has passed and the transactions
-// running then have ended (the one holding the ids, if any, rolled back),
-// or once gapMaxWait has passed whatever they do.
-func (f *eventFeed) gapSettled(ctx context.Context, next int64) (bool, error) {
+// gapVerdict is what the feed does at a missing sequence number.
+type gapVerdict int
+
+const (
+	gapWaiting gapVerdict = iota // look again later
+	gapReread                    // read the table again now, then decide
+	gapSkip                      // take the ids for a rollback
+)
+
+// gapSettled decides about the sequence numbers after lastSeen and before
+// next. Past gapWait it waits on while a transaction that was writing
+// events then still runs, since it may hold them; once they have all
+// ended, one more read of the table decides (one may have committed just
+// after the last read). Past gapMaxWait, or if PostgreSQL cannot say, it
+// skips them.
+func (f *eventFeed) gapSettled(ctx context.Context, next int64) (gapVerdict, error) {
 	if f.gapSince.IsZero() {
 		f.gapSince = time.Now()
 	}
 	waited := time.Since(f.gapSince)
-	if waited < f.gapWait {
-		return false, nil // most gaps fill by now: a commit was a moment late
+	switch {
+	case waited < f.gapWait:
+		return gapWaiting, nil // most gaps fill by now: a commit was a moment late
+	case f.gapEnded:
+		f.log.Debug("skipping sequence numbers that never committed", "from", f.lastSeen+1, "to", next-1)
+		return gapSkip, nil
 	}
-	var running bool
+	var writing bool
 	var err error
 	if !f.gapChecked {
-		// A transaction holding the ids wrote them a while ago, so if it
-		// still runs it is among these.
-		f.gapHolders, err = f.store.RunningWriters(ctx)
-		f.gapChecked, running = err == nil, len(f.gapHolders) > 0
+		// A transaction holding the ids has held its write lock since it
+		// wrote them, so if it still runs it is among these.
+		f.gapWriters, err = f.store.EventWriters(ctx)
+		f.gapChecked, writing = err == nil, len(f.gapWriters) > 0
 	} else {
-		running, err = f.store.AnyRunning(ctx, f.gapHolders)
+		writing, err = f.store.StillWriting(ctx, f.gapWriters)
 	}
 	switch {
-	case err != nil:
-		return false, err
-	case !running:
-		f.log.Debug("skipping sequence numbers that never committed", "from", f.lastSeen+1, "to", next-1)
-		return true, nil
+	case err == nil && !writing:
+		f.gapEnded = true
+		return gapReread, nil
 	case waited < f.gapMaxWait:
-		return false, nil
+		return gapWaiting, err
 	}
-	f.log.Warn("skipping sequence numbers whose transactions are still open; should they commit, their events reach only clients that resume with since",
-		"from", f.lastSeen+1, "to", next-1, "waited", waited.Round(time.Millisecond))
-	return true, nil
+	attrs := []any{"from", f.lastSeen + 1, "to", next - 1, "waited", waited.Round(time.Millisecond)}
+	if err != nil {
+		attrs = append(attrs, "error", err)
+	}
+	f.log.Warn("skipping sequence numbers whose transactions did not end in time; should they commit, their events reach only clients that resume with since", attrs...)
+	return gapSkip, nil
 }
 
 // streamEvent is an event ready to send. A live event is encoded once by the

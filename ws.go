@@ -930,9 +930,9 @@ func (c *wsConn) send(frames ...[]byte) (int, error) {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		return c.Conn.Write(frames[0]) // write(2); a one-element writev costs more
 	}
-	sent := 0
+	sent, stop := 0, time.Now().Add(batchTimeouts*c.timeout)
 	for chunk := range chunks(frames) {
-		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+		c.Conn.SetWriteDeadline(chunkDeadline(c.timeout, stop))
 		bufs := net.Buffers(chunk)
 		n, err := bufs.WriteTo(c.Conn)
 		sent += int(n)
@@ -945,6 +945,19 @@ func (c *wsConn) send(frames ...[]byte) (int, error) {
 
 // sendChunk is how many bytes one write with a fresh deadline carries.
 const sendChunk = 64 << 10
+
+// batchTimeouts bounds a whole batch to this many write timeouts, however
+// steadily it goes: meanwhile the connection's writer can neither answer a
+// ping nor end the stream (a revoked credential, a shutdown).
+const batchTimeouts = 6
+
+// chunkDeadline is the deadline of one chunk's write.
+func chunkDeadline(timeout time.Duration, stop time.Time) time.Time {
+	if d := time.Now().Add(timeout); d.Before(stop) {
+		return d
+	}
+	return stop
+}
 
 // chunks splits the bytes of msgs, in order, into runs of sendChunk bytes
 // (the last may be shorter); a message may straddle two runs.
@@ -1123,9 +1136,10 @@ func (o sseOut) goodbye(_ endReason, since int64, hint string) []byte {
 }
 
 func (o sseOut) write(msgs ...[]byte) error {
+	stop := time.Now().Add(batchTimeouts * o.timeout)
 	for chunk := range chunks(msgs) {
 		// A fresh deadline per chunk, as for WebSocket frames.
-		o.rc.SetWriteDeadline(time.Now().Add(o.timeout))
+		o.rc.SetWriteDeadline(chunkDeadline(o.timeout, stop))
 		for _, m := range chunk {
 			if _, err := o.w.Write(m); err != nil {
 				return err

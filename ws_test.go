@@ -669,12 +669,25 @@ func TestFeedOutOfOrderCommit(t *testing.T) {
 	}
 	c.expectSeqs(t, []int64{firstSeq, secondSeq})
 
-	// A rolled-back id is a gap the feed skips after gapWait.
+	// A rolled-back id is a gap the feed skips after gapWait, though an
+	// unrelated transaction (one that writes no events) stays open.
+	unrelated, err := ts.st.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unrelated.Rollback()
+	if _, err := unrelated.Exec(`SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
 	rolledBack, _ := begin()
 	kept, keptSeq := begin()
+	start := time.Now()
 	rolledBack.Rollback()
 	kept.Commit()
 	c.expectSeqs(t, []int64{keptSeq})
+	if waited := time.Since(start); waited > 3*time.Second {
+		t.Errorf("a rolled-back id held the stream %v while an unrelated transaction ran; want about gapWait", waited)
+	}
 
 	// A transaction left open past gapMaxWait no longer holds the stream up.
 	ts.srv.feed.gapMaxWait = 500 * time.Millisecond
@@ -1396,12 +1409,13 @@ func TestWSSlowSteadyReaderKeepsItsStream(t *testing.T) {
 	ts.srv.hub.mu.Unlock()
 
 	// About 1 MB in one transaction: the writer gets it as one batch, which
-	// the client takes at about 400 KB/s, well over the write timeout.
+	// the client takes at about 1 MB/s, over three times the write timeout
+	// for the batch and a fifth of it for each chunk.
 	const n = 100
 	inc.Description = strings.Repeat("z", 10000)
 	ts.appendEvents(t, inc, n)
 	for i := range int64(n) {
-		time.Sleep(25 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 		op, payload, err := c.readFrame(5 * time.Second)
 		if err != nil || op != wsOpText {
 			t.Fatalf("event %d of %d: opcode %d %.80q, %v; want the stream to go on", i+1, n, op, payload, err)
