@@ -42,15 +42,20 @@ type eventFeed struct {
 	// pollInterval is the safety net for a lost notification.
 	pollInterval time.Duration
 
-	lastSeen   int64     // every event up to here went to the hub or was a gap
-	gapSince   time.Time // when the feed first waited at lastSeen; zero if not waiting
-	gapWriters []string  // past gapWait: the transactions that may hold the gap
-	gapChecked bool      // gapWriters was read
-	gapEnded   bool      // they have all ended: one more read of the table decides
+	lastSeen int64 // every event up to here went to the hub or was a gap
+	gap      gap   // the wait at lastSeen+1; zero when not waiting
 
 	// accessChanged is called with a user id from accessChannel, and with 0
 	// (everyone) after the listener reconnects, since it may have missed one.
 	accessChanged func(userID int64)
+}
+
+// gap is what the feed knows of a missing sequence number it waits for.
+type gap struct {
+	since   time.Time // when the feed first waited for it
+	writers []string  // past gapWait: the transactions that may hold it
+	checked bool      // writers was read
+	ended   bool      // they have all ended: one more read of the table decides
 }
 
 func newEventFeed(st *store, h *hub, logger *slog.Logger, dsn string) *eventFeed {
@@ -180,7 +185,7 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 			}
 			ready = append(ready, newStreamEvent(e))
 			f.lastSeen = e.Seq
-			f.gapSince, f.gapWriters, f.gapChecked, f.gapEnded = time.Time{}, nil, false, false
+			f.gap = gap{}
 		}
 		if len(ready) > 0 {
 			// Nothing new (a notification whose rows an earlier read took,
@@ -192,7 +197,7 @@ func (f *eventFeed) catchUp(ctx context.Context) (time.Duration, error) {
 			continue
 		case waiting:
 			next := f.gapWait / 10
-			if until := time.Until(f.gapSince.Add(f.gapWait)); until > 0 {
+			if until := time.Until(f.gap.since.Add(f.gapWait)); until > 0 {
 				next = min(next, until+time.Millisecond)
 			}
 			return next, nil
@@ -218,30 +223,30 @@ const (
 // after the last read). Past gapMaxWait, or if PostgreSQL cannot say, it
 // skips them.
 func (f *eventFeed) gapSettled(ctx context.Context, next int64) (gapVerdict, error) {
-	if f.gapSince.IsZero() {
-		f.gapSince = time.Now()
+	if f.gap.since.IsZero() {
+		f.gap.since = time.Now()
 	}
-	waited := time.Since(f.gapSince)
+	waited := time.Since(f.gap.since)
 	switch {
 	case waited < f.gapWait:
 		return gapWaiting, nil // most gaps fill by now: a commit was a moment late
-	case f.gapEnded:
+	case f.gap.ended:
 		f.log.Debug("skipping sequence numbers that never committed", "from", f.lastSeen+1, "to", next-1)
 		return gapSkip, nil
 	}
 	var writing bool
 	var err error
-	if !f.gapChecked {
+	if !f.gap.checked {
 		// A transaction holding the ids has held its write lock since it
 		// wrote them, so if it still runs it is among these.
-		f.gapWriters, err = f.store.EventWriters(ctx)
-		f.gapChecked, writing = err == nil, len(f.gapWriters) > 0
+		f.gap.writers, err = f.store.EventWriters(ctx)
+		f.gap.checked, writing = err == nil, len(f.gap.writers) > 0
 	} else {
-		writing, err = f.store.StillWriting(ctx, f.gapWriters)
+		writing, err = f.store.StillWriting(ctx, f.gap.writers)
 	}
 	switch {
 	case err == nil && !writing:
-		f.gapEnded = true
+		f.gap.ended = true
 		return gapReread, nil
 	case waited < f.gapMaxWait:
 		return gapWaiting, err
