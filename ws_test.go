@@ -1318,6 +1318,29 @@ func useWriteSyscall(h *hub) {
 	h.senders, h.noRing = nil, errors.New("write(2) asked for")
 }
 
+// dialSmallBuffers opens the server's only WebSocket subscriber with a
+// client read buffer of readBuffer bytes and a server send buffer of 4 KiB,
+// far smaller than the events the tests send, so the socket fills. It
+// returns the client, the hello's seq and the subscriber.
+func dialSmallBuffers(t *testing.T, ts *testServer, readBuffer int) (*rawWS, int64, *subscriber) {
+	t.Helper()
+	ts.waitStream(t)
+	c, resp := dialRaw(t, ts, "/api/v1/ws")
+	if c == nil {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	c.conn.(*net.TCPConn).SetReadBuffer(readBuffer)
+	hello := c.readMessage(t).Seq
+	ts.srv.hub.mu.Lock()
+	defer ts.srv.hub.mu.Unlock()
+	if len(ts.srv.hub.subs) != 1 {
+		t.Fatalf("%d subscribers, want this one", len(ts.srv.hub.subs))
+	}
+	sub := ts.srv.hub.subs[0]
+	sub.direct.Conn.(*net.TCPConn).SetWriteBuffer(4096)
+	return c, hello, sub
+}
+
 func testSlowReader(t *testing.T, ring bool) {
 	ts := newTestServer(t)
 	ts.srv.hub.writeTimeout = time.Minute
@@ -1325,21 +1348,7 @@ func testSlowReader(t *testing.T, ring bool) {
 		useWriteSyscall(ts.srv.hub)
 	}
 	inc := ts.createIncident(t, "big", "high")
-	ts.waitStream(t)
-	c, resp := dialRaw(t, ts, "/api/v1/ws")
-	if c == nil {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	c.conn.(*net.TCPConn).SetReadBuffer(64 << 10)
-	hello := c.readMessage(t).Seq
-	ts.srv.hub.mu.Lock()
-	if len(ts.srv.hub.subs) != 1 {
-		t.Fatalf("%d subscribers, want this one", len(ts.srv.hub.subs))
-	}
-	sub := ts.srv.hub.subs[0]
-	ts.srv.hub.mu.Unlock()
-	// With the socket buffers far smaller than the events, it fills.
-	sub.direct.Conn.(*net.TCPConn).SetWriteBuffer(4096)
+	c, hello, sub := dialSmallBuffers(t, ts, 64<<10)
 
 	// One event per transaction, so they reach an idle writer and publish
 	// writes them itself until the socket is full (often ending with a
@@ -1397,16 +1406,7 @@ func TestWSSlowSteadyReaderKeepsItsStream(t *testing.T) {
 	ts := newTestServer(t)
 	ts.srv.hub.writeTimeout = 300 * time.Millisecond
 	inc := ts.createIncident(t, "big", "high")
-	ts.waitStream(t)
-	c, resp := dialRaw(t, ts, "/api/v1/ws")
-	if c == nil {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	c.conn.(*net.TCPConn).SetReadBuffer(16 << 10)
-	hello := c.readMessage(t).Seq
-	ts.srv.hub.mu.Lock()
-	ts.srv.hub.subs[0].direct.Conn.(*net.TCPConn).SetWriteBuffer(4096)
-	ts.srv.hub.mu.Unlock()
+	c, hello, _ := dialSmallBuffers(t, ts, 16<<10)
 
 	// About 1 MB in one transaction: the writer gets it as one batch, which
 	// the client takes at about 1 MB/s, over three times the write timeout
