@@ -135,12 +135,16 @@ func decodeObject(body []byte, loc string, dst any) error {
 		return invalid(fieldError{Type: "json_invalid", Loc: []string{loc}, Msg: "JSON decode error"})
 	}
 	names := jsonFieldNames(reflect.TypeOf(dst).Elem())
+	dropped := false
 	for name := range fields {
 		if !names[name] {
 			delete(fields, name) // unknown fields are ignored
+			dropped = true
 		}
 	}
-	raw, _ = json.Marshal(fields)
+	if dropped { // the usual body has only known fields: decode it as it came
+		raw, _ = json.Marshal(fields)
+	}
 	if err := json.Unmarshal(raw, dst); err != nil {
 		// Only a field type without a lenient decoder gets here.
 		return invalid(fieldError{Type: "json_invalid", Loc: []string{loc}, Msg: "JSON decode error"})
