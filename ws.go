@@ -930,17 +930,11 @@ func (c *wsConn) send(frames ...[]byte) (int, error) {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		return c.Conn.Write(frames[0]) // write(2); a one-element writev costs more
 	}
-	sent, stop := 0, time.Now().Add(batchTimeouts*c.timeout)
-	for chunk := range chunks(frames) {
-		c.Conn.SetWriteDeadline(chunkDeadline(c.timeout, stop))
+	return writeChunks(frames, c.timeout, c.Conn.SetWriteDeadline, func(chunk [][]byte) (int, error) {
 		bufs := net.Buffers(chunk)
 		n, err := bufs.WriteTo(c.Conn)
-		sent += int(n)
-		if err != nil {
-			return sent, err
-		}
-	}
-	return sent, nil
+		return int(n), err
+	})
 }
 
 // sendChunk is how many bytes one write with a fresh deadline carries.
@@ -951,12 +945,24 @@ const sendChunk = 64 << 10
 // ping nor end the stream (a revoked credential, a shutdown).
 const batchTimeouts = 6
 
-// chunkDeadline is the deadline of one chunk's write.
-func chunkDeadline(timeout time.Duration, stop time.Time) time.Time {
-	if d := time.Now().Add(timeout); d.Before(stop) {
-		return d
+// writeChunks hands msgs to write a sendChunk at a time, each with a fresh
+// deadline of timeout, the whole within batchTimeouts of them: the one way
+// both transports write a batch. It reports the bytes write reported.
+func writeChunks(msgs [][]byte, timeout time.Duration, setDeadline func(time.Time) error, write func([][]byte) (int, error)) (int, error) {
+	sent, stop := 0, time.Now().Add(batchTimeouts*timeout)
+	for chunk := range chunks(msgs) {
+		deadline := time.Now().Add(timeout)
+		if deadline.After(stop) {
+			deadline = stop
+		}
+		setDeadline(deadline)
+		n, err := write(chunk)
+		sent += n
+		if err != nil {
+			return sent, err
+		}
 	}
-	return stop
+	return sent, nil
 }
 
 // chunks splits the bytes of msgs, in order, into runs of sendChunk bytes
@@ -1136,18 +1142,13 @@ func (o sseOut) goodbye(_ endReason, since int64, hint string) []byte {
 }
 
 func (o sseOut) write(msgs ...[]byte) error {
-	stop := time.Now().Add(batchTimeouts * o.timeout)
-	for chunk := range chunks(msgs) {
-		// A fresh deadline per chunk, as for WebSocket frames.
-		o.rc.SetWriteDeadline(chunkDeadline(o.timeout, stop))
+	_, err := writeChunks(msgs, o.timeout, o.rc.SetWriteDeadline, func(chunk [][]byte) (int, error) {
 		for _, m := range chunk {
 			if _, err := o.w.Write(m); err != nil {
-				return err
+				return 0, err
 			}
 		}
-		if err := o.rc.Flush(); err != nil {
-			return err
-		}
-	}
-	return nil
+		return 0, o.rc.Flush()
+	})
+	return err
 }
