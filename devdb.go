@@ -107,10 +107,10 @@ func startPGCluster(ctx context.Context, dir string, opts pgClusterOptions) (*pg
 			return nil, err
 		}
 	}
-	// Starting and stopping hold the directory's lock: two processes never
+	// Starting and stopping hold setupLock: two processes never
 	// both set up or start the cluster, and none stops it while another
 	// starts.
-	unlock, err := lockFile(ctx, dir, syscall.LOCK_EX)
+	unlock, err := lockFile(ctx, c.setupLock(), syscall.LOCK_EX)
 	if err != nil {
 		return nil, err
 	}
@@ -127,6 +127,12 @@ func startPGCluster(ctx context.Context, dir string, opts pgClusterOptions) (*pg
 	return c, nil
 }
 
+// setupLock is the file a process holds exclusively while it starts or
+// stops the cluster.
+func (c *pgCluster) setupLock() string {
+	return filepath.Join(filepath.Dir(c.dataDir), "setup.lock")
+}
+
 // usersLock is the file every process that uses the cluster holds a shared
 // lock on.
 func (c *pgCluster) usersLock() string {
@@ -138,9 +144,6 @@ func (c *pgCluster) usersLock() string {
 // ctx, so Ctrl-C works while another process holds the lock.
 func lockFile(ctx context.Context, path string, how int) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
-	if errors.Is(err, syscall.EISDIR) {
-		f, err = os.Open(path)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +285,7 @@ func (c *pgCluster) Stop() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	unlock, err := lockFile(ctx, filepath.Dir(c.dataDir), syscall.LOCK_EX)
+	unlock, err := lockFile(ctx, c.setupLock(), syscall.LOCK_EX)
 	if err != nil {
 		return err
 	}
