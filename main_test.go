@@ -123,6 +123,15 @@ func newDatabase(t testing.TB, template string) string {
 	return withDBName(testDB.baseDSN, name)
 }
 
+// withDBUser is dsn connecting as user.
+func withDBUser(dsn, user string) string {
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		u.User = url.User(user)
+		return u.String()
+	}
+	return dsn + " user=" + user
+}
+
 // newTestStore opens a store on a fresh database.
 func newTestStore(t testing.TB) *store {
 	t.Helper()

@@ -365,22 +365,17 @@ func TestDBMaxConnsBoundsConnections(t *testing.T) {
 	dsn := newTestDSN(t)
 	rs := startRun(t, map[string]string{"DATABASE_URL": dsn, "SECRET_KEY": strings.Repeat("e", 40), "ADDR": "127.0.0.1:0",
 		"DB_MAX_CONNS": "2", "RATE_LIMITS": "off"})
-	var wg sync.WaitGroup
-	statuses := make([]int, 40)
-	for i := range statuses {
-		wg.Go(func() {
-			resp, err := http.Post(rs.url+"/api/v1/incidents", "application/json", strings.NewReader(`{"title":"burst","severity":"low"}`))
-			if err != nil {
-				return
-			}
-			resp.Body.Close()
-			statuses[i] = resp.StatusCode
-		})
-	}
-	wg.Wait()
-	for i, code := range statuses {
-		if code != http.StatusCreated {
-			t.Fatalf("report %d: status %d, want 201", i, code)
+	reports := inParallel(t, 40, func(t testing.TB, i int) response {
+		resp, err := http.Post(rs.url+"/api/v1/incidents", "application/json", strings.NewReader(`{"title":"burst","severity":"low"}`))
+		if err != nil {
+			t.Fatalf("report %d: %v", i, err)
+		}
+		resp.Body.Close()
+		return response{status: resp.StatusCode}
+	})
+	for i, r := range reports {
+		if r.status != http.StatusCreated {
+			t.Fatalf("report %d: status %d, want 201", i, r.status)
 		}
 	}
 	// The pool keeps what it opened; the event feed and its listener add

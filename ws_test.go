@@ -698,6 +698,69 @@ func TestFeedOutOfOrderCommit(t *testing.T) {
 	c.expectSeqs(t, []int64{afterSeq})
 }
 
+// When PostgreSQL cannot say which transactions still write events (here
+// the feed's role may not read pg_locks), the feed cannot tell a rollback
+// from a slow commit: it waits out gapMaxWait, then skips the gap rather
+// than hold the stream for good.
+func TestFeedSkipsGapWhenWritersUnknown(t *testing.T) {
+	dsn := newTestDSN(t)
+	st, err := openStore(context.Background(), dsn, 5*time.Second, defaultDBMaxConns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var dbName string
+	st.db.QueryRow(`SELECT current_database()`).Scan(&dbName)
+	role := "feed_" + dbName
+	for _, stmt := range []string{
+		"CREATE ROLE " + quoteIdent(role) + " LOGIN",
+		"GRANT SELECT ON ALL TABLES IN SCHEMA public TO " + quoteIdent(role),
+		"REVOKE SELECT ON pg_catalog.pg_locks FROM PUBLIC", // in this database only
+	} {
+		if _, err := st.db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	t.Cleanup(func() {
+		// Roles belong to the cluster: this one must not outlive the test.
+		for _, stmt := range []string{"DROP OWNED BY " + quoteIdent(role), "DROP ROLE " + quoteIdent(role)} {
+			if _, err := st.db.Exec(stmt); err != nil {
+				t.Errorf("%s: %v", stmt, err)
+			}
+		}
+	})
+	cfg := testConfig()
+	cfg.databaseURL = withDBUser(dsn, role)
+	ts := newTestServerOn(t, st, cfg)
+	ts.srv.feed.gapWait = 200 * time.Millisecond
+	ts.srv.feed.gapMaxWait = 2 * time.Second
+	ts.startStream(t)
+	inc := ts.createIncident(t, "unknown writers", "low")
+	ts.waitStream(t)
+	c, _ := mustDial(t, ts, "/api/v1/ws")
+
+	begin := func() (*sql.Tx, int64) {
+		tx, err := st.db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seq int64
+		if err := tx.QueryRow(`INSERT INTO incident_events (incident_id, type, data) VALUES ($1, 'added', '{"id":1}') RETURNING id`, inc.ID).Scan(&seq); err != nil {
+			t.Fatal(err)
+		}
+		return tx, seq
+	}
+	rolledBack, _ := begin()
+	kept, keptSeq := begin()
+	start := time.Now()
+	rolledBack.Rollback()
+	kept.Commit()
+	c.expectSeqs(t, []int64{keptSeq})
+	if waited := time.Since(start); waited < ts.srv.feed.gapMaxWait {
+		t.Errorf("the gap was skipped after %v, though the feed could not tell whether its transaction had ended; want gapMaxWait (%v)", waited, ts.srv.feed.gapMaxWait)
+	}
+}
+
 func TestFeedSurvivesListenerOutage(t *testing.T) {
 	ts := newTestServer(t)
 	listenerPID := func() int {
@@ -1456,5 +1519,44 @@ func TestChunks(t *testing.T) {
 	}
 	for range chunks(nil) {
 		t.Error("chunks of nothing yielded a run")
+	}
+}
+
+// A batch goes on while its reader takes each chunk within the write
+// timeout, but not past batchTimeouts of them: meanwhile the connection's
+// writer can neither answer a ping nor end the stream.
+func TestWriteChunksCapsABatch(t *testing.T) {
+	const timeout = 200 * time.Millisecond
+	const pace = 100 * time.Millisecond // per chunk, well within the timeout
+	ours, theirs := net.Pipe()
+	defer ours.Close()
+	defer theirs.Close()
+	go func() {
+		buf := make([]byte, sendChunk)
+		for {
+			time.Sleep(pace)
+			if _, err := io.ReadFull(theirs, buf); err != nil {
+				return
+			}
+		}
+	}()
+	// Twenty chunks take this reader 2 s, against a cap of 1.2 s.
+	msgs := [][]byte{make([]byte, 20*sendChunk)}
+	start := time.Now()
+	sent, err := writeChunks(msgs, timeout, ours.SetWriteDeadline, func(chunk [][]byte) (int, error) {
+		bufs := net.Buffers(chunk)
+		n, err := bufs.WriteTo(ours)
+		return int(n), err
+	})
+	took := time.Since(start)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("writeChunks = %d bytes, %v; want the batch cut off by its deadline", sent, err)
+	}
+	if limit := batchTimeouts*timeout + pace; took > limit {
+		t.Errorf("the batch ran %v; want at most %d write timeouts (%v)", took, batchTimeouts, batchTimeouts*timeout)
+	}
+	// One deadline for the whole batch would stop it within the first two.
+	if sent < 4*sendChunk {
+		t.Errorf("%d bytes went out before the cut; a reader that takes each chunk within the timeout should get at least 4 chunks", sent)
 	}
 }
