@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -1558,5 +1559,47 @@ func TestWriteChunksCapsABatch(t *testing.T) {
 	// One deadline for the whole batch would stop it within the first two.
 	if sent < 4*sendChunk {
 		t.Errorf("%d bytes went out before the cut; a reader that takes each chunk within the timeout should get at least 4 chunks", sent)
+	}
+}
+
+// publish shares a large fan-out among goroutines that claim subscribers
+// as they go: each subscriber gets each event once and in order, and a
+// full queue ends only its owner.
+func TestPublishSharesTheFanOut(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4)) // four goroutines, whatever the machine
+	h := newHub(slog.New(slog.DiscardHandler))
+	t.Cleanup(h.shutdown)
+	subs := make([]*subscriber, 4*fanoutShard+52) // not a whole number of claims
+	for i := range subs {
+		subs[i] = newSubscriber(streamFilter{}, principal{}, nil)
+		if _, err := h.subscribe(subs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full := subs[1000]
+	full.pending = make([]*streamEvent, h.maxPending)
+	event := func(seq int64) *streamEvent {
+		return &streamEvent{seq: seq, wsFrame: wsFrame(wsOpText, []byte(strconv.FormatInt(seq, 10)))}
+	}
+	h.publish([]*streamEvent{event(1), event(2)}, 2)
+	h.publish([]*streamEvent{event(3)}, 3)
+
+	for i, sub := range subs {
+		if sub == full {
+			continue
+		}
+		var seqs []int64
+		for _, ev := range sub.pending {
+			seqs = append(seqs, ev.seq)
+		}
+		if !slices.Equal(seqs, []int64{1, 2, 3}) {
+			t.Fatalf("subscriber %d got seqs %v, want [1 2 3]", i, seqs)
+		}
+	}
+	if _, _, reason := full.take(); reason != endOverflow || full.slot != -1 {
+		t.Errorf("the full subscriber ends with reason %d, slot %d; want endOverflow, out of the hub", reason, full.slot)
+	}
+	if n := h.count(); n != len(subs)-1 {
+		t.Errorf("%d subscribers left, want %d", n, len(subs)-1)
 	}
 }
