@@ -151,6 +151,11 @@ const fanoutShard = 512
 func (h *hub) publish(events []*streamEvent, seq int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.closed {
+		// Every stream has been told to resume elsewhere, and shutdown
+		// released the senders' rings: nothing is delivered from here on.
+		return
+	}
 	shards := max(1, min(runtime.GOMAXPROCS(0), len(h.subs)/fanoutShard))
 	behind := make([][]*subscriber, shards)
 	b := newBatch(events)
@@ -230,7 +235,7 @@ func (h *hub) shutdown() {
 	for _, out := range h.senders {
 		out.close()
 	}
-	h.senders, h.noRing = nil, errShuttingDown
+	h.senders = nil
 }
 
 // recheck ends the streams of user userID (every user's, for 0) whose

@@ -1603,3 +1603,18 @@ func TestPublishSharesTheFanOut(t *testing.T) {
 		t.Errorf("%d subscribers left, want %d", n, len(subs)-1)
 	}
 }
+
+// After shutdown publish delivers nothing, and makes no sender: shutdown
+// released the rings, and nothing would release a new one.
+func TestPublishAfterShutdown(t *testing.T) {
+	h := newHub(slog.New(slog.DiscardHandler))
+	sub := newSubscriber(streamFilter{}, principal{}, nil)
+	if _, err := h.subscribe(sub); err != nil {
+		t.Fatal(err)
+	}
+	h.shutdown()
+	h.publish([]*streamEvent{{seq: 1, wsFrame: wsFrame(wsOpText, []byte("{}"))}}, 1)
+	if len(h.senders) != 0 || len(sub.pending) != 0 {
+		t.Errorf("after shutdown publish made %d senders and queued %d events; want none", len(h.senders), len(sub.pending))
+	}
+}
