@@ -22,7 +22,7 @@ type directWrite struct {
 	n   int
 }
 
-// sender makes one fan-out shard's direct writes: through an io_uring
+// sender makes one fan-out goroutine's direct writes: through an io_uring
 // ring, one system call per batch of sockets, or with a write(2) each
 // where the kernel refuses io_uring. A system call per socket was most of
 // the server's cost of an event with many subscribers (see BENCHMARKS.md).

@@ -68,7 +68,7 @@ type hub struct {
 	position int64         // the newest sequence number published
 	closed   bool
 	active   sync.WaitGroup // subscriptions not yet closed, for shutdown
-	// senders make publish's direct writes, one per fan-out shard, made
+	// senders make publish's direct writes, one per fan-out goroutine, made
 	// on first use.
 	senders []*sender
 	// noRing is why the senders write(2) instead of using io_uring; nil
