@@ -121,7 +121,8 @@ func TestBodyLimits(t *testing.T) {
 // A client that stops sending its body halfway gets an answer once
 // bodyReadTimeout passes, instead of holding the request open: a 408 where
 // the handler reads the body, its own answer where it does not (net/http
-// reads the rest of a body before it answers).
+// reads the rest of a body before it answers), the mux's own 404 and 405
+// included.
 func TestStalledBodyTimesOut(t *testing.T) {
 	ts := newTestServer(t)
 	defer func(d time.Duration) { bodyReadTimeout = d }(bodyReadTimeout)
@@ -134,6 +135,8 @@ func TestStalledBodyTimesOut(t *testing.T) {
 		{"POST", "/api/v1/login", "application/x-www-form-urlencoded", http.StatusRequestTimeout},
 		{"POST", "/api/v1/stream-tickets", "application/json", http.StatusUnauthorized},
 		{"GET", "/api/v1/incidents?limit=0", "application/json", http.StatusUnprocessableEntity},
+		{"POST", "/api/v1/nope", "application/json", http.StatusNotFound},
+		{"DELETE", "/api/v1/incidents", "application/json", http.StatusMethodNotAllowed},
 	} {
 		conn, err := net.Dial("tcp", ts.Listener.Addr().String())
 		if err != nil {

@@ -122,7 +122,7 @@ func (s *server) routes() http.Handler {
 	for _, rt := range s.routeList() {
 		mux.Handle(rt.pattern, s.handle(rt))
 	}
-	return s.logRequests(s.recoverPanics(securityHeaders(s.cors(jsonMuxErrors(mux)))))
+	return s.logRequests(s.recoverPanics(securityHeaders(s.cors(bodyDeadline(jsonMuxErrors(mux))))))
 }
 
 // bodyReadTimeout bounds how long a request body may take to arrive, so a
@@ -130,18 +130,25 @@ func (s *server) routes() http.Handler {
 // headers have their own limit (ReadHeaderTimeout).
 var bodyReadTimeout = 30 * time.Second
 
+// bodyDeadline gives a request's body bodyReadTimeout to arrive. It wraps
+// every route and the mux's own 404 and 405 alike: whether or not a
+// handler reads the body, net/http does before it answers. Not for
+// requests without one: net/http is already reading ahead on them to
+// notice a client leaving, and a deadline would end a long stream.
+func bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // handle adapts a route to http.Handler: it checks the caller against the
 // route's access, then runs the handler; every error goes through
 // writeError.
 func (s *server) handle(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength != 0 {
-			// Whether or not the handler reads the body, net/http does
-			// before it answers. Not for requests without one: net/http
-			// is already reading ahead on them to notice a client leaving,
-			// and a deadline would end a long stream.
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
-		}
 		if raw := readableQuery(r.URL.RawQuery); raw != r.URL.RawQuery {
 			u := *r.URL
 			u.RawQuery = raw
