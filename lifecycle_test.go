@@ -574,11 +574,19 @@ func TestNotes(t *testing.T) {
 		}
 	}
 
+	// A clock finer than PostgreSQL's microseconds: the answer must be
+	// the note as stored, as every later read returns it.
+	ts.clock.Advance(789 * time.Nanosecond)
 	var first note
 	r := ts.request(t, "POST", path, `{"body":"first"}`, bearer(token)...).mustStatus(t, "add note", http.StatusCreated)
 	r.json(t, &first)
-	if first.ID == 0 || first.IncidentID != inc.ID || first.Body != "first" || *first.Author != "scribe" || !first.CreatedAt.Equal(ts.clock.Now()) {
+	if first.ID == 0 || first.IncidentID != inc.ID || first.Body != "first" || *first.Author != "scribe" || !first.CreatedAt.Equal(ts.clock.Now().Round(time.Microsecond)) {
 		t.Errorf("note = %+v", first)
+	}
+	var stored []note
+	ts.request(t, "GET", path+"?limit=1", "").mustStatus(t, "first note", http.StatusOK).json(t, &stored)
+	if len(stored) != 1 || !reflect.DeepEqual(stored[0], first) {
+		t.Errorf("POST answered %+v; the note as stored is %+v", first, stored)
 	}
 	for i := 2; i <= 25; i++ {
 		ts.request(t, "POST", path, fmt.Sprintf(`{"body":"note %d"}`, i), bearer(token)...).mustStatus(t, "add note", http.StatusCreated)

@@ -544,11 +544,12 @@ type note struct {
 }
 
 func insertNote(ctx context.Context, tx *sql.Tx, incidentID int64, body string, authorID *int64, now time.Time) (note, error) {
-	n := note{IncidentID: incidentID, Body: body, CreatedAt: now.UTC()}
+	n := note{IncidentID: incidentID, Body: body}
+	// created_at as stored, which PostgreSQL rounds to microseconds.
 	err := tx.QueryRowContext(ctx, `WITH inserted AS (
-		INSERT INTO incident_notes (incident_id, body, author_id, created_at) VALUES ($1, $2, $3, $4) RETURNING id, author_id)
-		SELECT inserted.id, author.username FROM inserted LEFT JOIN users author ON author.id = inserted.author_id`,
-		incidentID, body, authorID, now).Scan(&n.ID, &n.Author)
+		INSERT INTO incident_notes (incident_id, body, author_id, created_at) VALUES ($1, $2, $3, $4) RETURNING id, author_id, created_at)
+		SELECT inserted.id, author.username, inserted.created_at FROM inserted LEFT JOIN users author ON author.id = inserted.author_id`,
+		incidentID, body, authorID, now).Scan(&n.ID, &n.Author, &n.CreatedAt)
 	if err != nil {
 		return note{}, fmt.Errorf("insert note: %w", err)
 	}
