@@ -1618,3 +1618,40 @@ func TestPublishAfterShutdown(t *testing.T) {
 		t.Errorf("after shutdown publish made %d senders and queued %d events; want none", len(h.senders), len(sub.pending))
 	}
 }
+
+// A stream whose history cannot be read says so and where to resume,
+// rather than leave a gap: the WebSocket closes with 1013, SSE ends with a
+// final close event (EventSource then reconnects by itself).
+func TestStreamHistoryUnavailable(t *testing.T) {
+	ts := newTestServer(t)
+	ts.createIncident(t, "before the outage", "low")
+	ts.waitStream(t)
+	ts.st.db.Close() // every query of the requests' pool fails from here on
+
+	c, _ := mustDial(t, ts, "/api/v1/ws?since=0")
+	op, payload, err := c.readFrame(10 * time.Second)
+	if err != nil || op != wsOpClose {
+		t.Fatalf("WebSocket after a failed replay: opcode %d %q, %v; want a close frame", op, payload, err)
+	}
+	want := "could not read history; resume with since=0"
+	if code := binary.BigEndian.Uint16(payload); code != closeTryAgainLater || string(payload[2:]) != want {
+		t.Errorf("WebSocket closed with %d %q; want %d %q", code, payload[2:], closeTryAgainLater, want)
+	}
+
+	sse := openSSE(t, ts, "/api/v1/events?since=0")
+	if ev, ok := sse.next(t); !ok || ev.event != "hello" {
+		t.Fatalf("first SSE event %+v, %v; want the hello", ev, ok)
+	}
+	ev, ok := sse.next(t)
+	var bye struct {
+		Type   string `json:"type"`
+		Since  *int64 `json:"since"`
+		Reason string `json:"reason"`
+	}
+	if !ok || ev.event != "close" || json.Unmarshal([]byte(ev.data), &bye) != nil || bye.Type != "close" || bye.Since == nil || *bye.Since != 0 || bye.Reason != want {
+		t.Fatalf("SSE after a failed replay: %+v, %v; want a close event with since 0 and %q", ev, ok, want)
+	}
+	if ev, ok := sse.next(t); ok {
+		t.Errorf("SSE went on after its close event: %+v", ev)
+	}
+}
