@@ -553,6 +553,7 @@ func insertNote(ctx context.Context, tx *sql.Tx, incidentID int64, body string, 
 	if err != nil {
 		return note{}, fmt.Errorf("insert note: %w", err)
 	}
+	n.CreatedAt = n.CreatedAt.UTC()
 	return n, nil
 }
 
