@@ -122,28 +122,31 @@ func TestBodyLimits(t *testing.T) {
 // bodyReadTimeout passes, instead of holding the request open: a 408 where
 // the handler reads the body, its own answer where it does not (net/http
 // reads the rest of a body before it answers), the mux's own 404 and 405
-// included.
+// and CORS preflights included.
 func TestStalledBodyTimesOut(t *testing.T) {
 	ts := newTestServer(t)
 	defer func(d time.Duration) { bodyReadTimeout = d }(bodyReadTimeout)
 	bodyReadTimeout = 300 * time.Millisecond
+	preflight := "Origin: https://elsewhere.example\r\nAccess-Control-Request-Method: POST\r\n"
 	for _, tt := range []struct {
 		method, path, contentType string
 		status                    int
+		headers                   string
 	}{
-		{"POST", "/api/v1/incidents", "application/json", http.StatusRequestTimeout},
-		{"POST", "/api/v1/login", "application/x-www-form-urlencoded", http.StatusRequestTimeout},
-		{"POST", "/api/v1/stream-tickets", "application/json", http.StatusUnauthorized},
-		{"GET", "/api/v1/incidents?limit=0", "application/json", http.StatusUnprocessableEntity},
-		{"POST", "/api/v1/nope", "application/json", http.StatusNotFound},
-		{"DELETE", "/api/v1/incidents", "application/json", http.StatusMethodNotAllowed},
+		{"POST", "/api/v1/incidents", "application/json", http.StatusRequestTimeout, ""},
+		{"POST", "/api/v1/login", "application/x-www-form-urlencoded", http.StatusRequestTimeout, ""},
+		{"POST", "/api/v1/stream-tickets", "application/json", http.StatusUnauthorized, ""},
+		{"GET", "/api/v1/incidents?limit=0", "application/json", http.StatusUnprocessableEntity, ""},
+		{"POST", "/api/v1/nope", "application/json", http.StatusNotFound, ""},
+		{"DELETE", "/api/v1/incidents", "application/json", http.StatusMethodNotAllowed, ""},
+		{"OPTIONS", "/api/v1/incidents", "application/json", http.StatusForbidden, preflight},
 	} {
 		conn, err := net.Dial("tcp", ts.Listener.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: 100\r\n\r\n{", tt.method, tt.path, tt.contentType)
+		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\n%sContent-Length: 100\r\n\r\n{", tt.method, tt.path, tt.contentType, tt.headers)
 		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		if err != nil {

@@ -122,7 +122,7 @@ func (s *server) routes() http.Handler {
 	for _, rt := range s.routeList() {
 		mux.Handle(rt.pattern, s.handle(rt))
 	}
-	return s.logRequests(s.recoverPanics(securityHeaders(s.cors(bodyDeadline(jsonMuxErrors(mux))))))
+	return bodyDeadline(s.logRequests(s.recoverPanics(securityHeaders(s.cors(jsonMuxErrors(mux))))))
 }
 
 // bodyReadTimeout bounds how long a request body may take to arrive, so a
@@ -131,8 +131,9 @@ func (s *server) routes() http.Handler {
 var bodyReadTimeout = 30 * time.Second
 
 // bodyDeadline gives a request's body bodyReadTimeout to arrive. It wraps
-// every route and the mux's own 404 and 405 alike: whether or not a
-// handler reads the body, net/http does before it answers. Not for
+// everything that answers (routes, the mux's own 404 and 405, CORS
+// preflights): whether or not a handler reads the body, net/http does
+// before it answers. Not for
 // requests without one: net/http is already reading ahead on them to
 // notice a client leaving, and a deadline would end a long stream.
 func bodyDeadline(next http.Handler) http.Handler {
