@@ -215,10 +215,13 @@ func (h *hub) deliver(subs []*subscriber, claimed *atomic.Int64, b batch, out *s
 				behind = append(behind, sub)
 			case direct.events != nil:
 				writes = append(writes, directWrite{sub: sub, b: direct})
+				if len(writes) == directBatch {
+					flush()
+				}
 			}
 		}
-		flush()
 	}
+	flush()
 	return behind
 }
 
