@@ -123,13 +123,16 @@ func newDatabase(t testing.TB, template string) string {
 	return withDBName(testDB.baseDSN, name)
 }
 
-// withDBUser is dsn connecting as user.
-func withDBUser(dsn, user string) string {
+// withDSNParam is dsn with a connection parameter set (PostgreSQL takes
+// the ones lib/pq does not know as settings of the session).
+func withDSNParam(dsn, key, value string) string {
 	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
-		u.User = url.User(user)
+		q := u.Query()
+		q.Set(key, value)
+		u.RawQuery = q.Encode()
 		return u.String()
 	}
-	return dsn + " user=" + user
+	return dsn + " " + key + "=" + value
 }
 
 // newTestStore opens a store on a fresh database.
