@@ -120,7 +120,9 @@ func newDatabase(t testing.TB, template string) string {
 			t.Errorf("drop test database: %v", err)
 		}
 	})
-	return withDBName(testDB.baseDSN, name)
+	// A session time zone other than UTC: the API speaks UTC whatever the
+	// database's, and a time that skipped the conversion shows.
+	return withDSNParam(withDBName(testDB.baseDSN, name), "timezone", "Asia/Kolkata")
 }
 
 // withDSNParam is dsn with a connection parameter set (PostgreSQL takes
