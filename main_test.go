@@ -186,20 +186,21 @@ type testServer struct {
 }
 
 // newTestServer starts a server on a fresh database; adjust, if given, may
-// change the configuration first.
+// change the configuration first (databaseURL, which the event feed
+// connects with, is the fresh database's).
 func newTestServer(t testing.TB, adjust ...func(*config)) *testServer {
 	t.Helper()
 	cfg := testConfig()
+	dsn := newTestDSN(t)
+	cfg.databaseURL = dsn
 	for _, f := range adjust {
 		f(&cfg)
 	}
-	dsn := newTestDSN(t)
 	st, err := openStore(context.Background(), dsn, 5*time.Second, defaultDBMaxConns)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	cfg.databaseURL = dsn
 	ts := newTestServerOn(t, st, cfg)
 	ts.startStream(t)
 	return ts

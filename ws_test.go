@@ -643,19 +643,7 @@ func TestFeedOutOfOrderCommit(t *testing.T) {
 	inc := ts.createIncident(t, "ordering", "low")
 	ts.waitStream(t)
 	c, hello := mustDial(t, ts, "/api/v1/ws")
-	ctx := context.Background()
-
-	begin := func() (*sql.Tx, int64) {
-		tx, err := ts.st.db.BeginTx(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var seq int64
-		if err := tx.QueryRow(`INSERT INTO incident_events (incident_id, type, data) VALUES ($1, 'added', '{"id":1}') RETURNING id`, inc.ID).Scan(&seq); err != nil {
-			t.Fatal(err)
-		}
-		return tx, seq
-	}
+	begin := func() (*sql.Tx, int64) { return beginEvent(t, ts.st.db, inc.ID) }
 	first, firstSeq := begin()
 	second, secondSeq := begin()
 	if firstSeq != hello+1 || secondSeq != hello+2 {
@@ -672,7 +660,7 @@ func TestFeedOutOfOrderCommit(t *testing.T) {
 
 	// A rolled-back id is a gap the feed skips after gapWait, though an
 	// unrelated transaction (one that writes no events) stays open.
-	unrelated, err := ts.st.db.BeginTx(ctx, nil)
+	unrelated, err := ts.st.db.Begin()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -680,13 +668,7 @@ func TestFeedOutOfOrderCommit(t *testing.T) {
 	if _, err := unrelated.Exec(`SELECT pg_current_xact_id()`); err != nil {
 		t.Fatal(err)
 	}
-	rolledBack, _ := begin()
-	kept, keptSeq := begin()
-	start := time.Now()
-	rolledBack.Rollback()
-	kept.Commit()
-	c.expectSeqs(t, []int64{keptSeq})
-	if waited := time.Since(start); waited > 3*time.Second {
+	if waited := skipRolledBack(t, ts.st.db, c, inc.ID); waited > 3*time.Second {
 		t.Errorf("a rolled-back id held the stream %v while an unrelated transaction ran; want about gapWait", waited)
 	}
 
@@ -703,54 +685,62 @@ func TestFeedOutOfOrderCommit(t *testing.T) {
 // feed cannot tell a rollback from a slow commit: it waits out gapMaxWait,
 // then skips the gap rather than hold the stream for good.
 func TestFeedSkipsGapWhenWritersUnknown(t *testing.T) {
-	dsn := newTestDSN(t)
-	st, err := openStore(context.Background(), dsn, 5*time.Second, defaultDBMaxConns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	// The feed's connections find a pg_locks of this database's own, which
-	// fails, before the system view: PostgreSQL answers its queries with
-	// an error, as it would for a role not allowed to read the view.
+	// The feed's connections look for pg_locks in public before
+	// pg_catalog, where the test puts one that fails: PostgreSQL answers the
+	// feed's lock queries with an error, as it would for a role not allowed
+	// to read the view.
+	ts := newTestServer(t, func(c *config) {
+		c.databaseURL = withDSNParam(c.databaseURL, "search_path", "public,pg_catalog")
+	})
 	for _, stmt := range []string{
 		`CREATE FUNCTION public.no_locks() RETURNS TABLE (locktype text, relation oid, mode text, granted boolean, database oid, virtualtransaction text)
 			LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'pg_locks is not readable here'; END $$`,
 		`CREATE VIEW public.pg_locks AS SELECT * FROM public.no_locks()`,
 	} {
-		if _, err := st.db.Exec(stmt); err != nil {
+		if _, err := ts.st.db.Exec(stmt); err != nil {
 			t.Fatalf("%s: %v", stmt, err)
 		}
 	}
-	cfg := testConfig()
-	cfg.databaseURL = withDSNParam(dsn, "search_path", "public,pg_catalog")
-	ts := newTestServerOn(t, st, cfg)
 	ts.srv.feed.gapWait = 200 * time.Millisecond
 	ts.srv.feed.gapMaxWait = 2 * time.Second
-	ts.startStream(t)
 	inc := ts.createIncident(t, "unknown writers", "low")
 	ts.waitStream(t)
 	c, _ := mustDial(t, ts, "/api/v1/ws")
-
-	begin := func() (*sql.Tx, int64) {
-		tx, err := st.db.Begin()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var seq int64
-		if err := tx.QueryRow(`INSERT INTO incident_events (incident_id, type, data) VALUES ($1, 'added', '{"id":1}') RETURNING id`, inc.ID).Scan(&seq); err != nil {
-			t.Fatal(err)
-		}
-		return tx, seq
-	}
-	rolledBack, _ := begin()
-	kept, keptSeq := begin()
-	start := time.Now()
-	rolledBack.Rollback()
-	kept.Commit()
-	c.expectSeqs(t, []int64{keptSeq})
-	if waited := time.Since(start); waited < ts.srv.feed.gapMaxWait {
+	if waited := skipRolledBack(t, ts.st.db, c, inc.ID); waited < ts.srv.feed.gapMaxWait {
 		t.Errorf("the gap was skipped after %v, though the feed could not tell whether its transaction had ended (if its pg_locks queries failed); want gapMaxWait (%v)", waited, ts.srv.feed.gapMaxWait)
 	}
+}
+
+// beginEvent starts a transaction that appends an event to incident
+// incidentID, and returns it, uncommitted, with the event's sequence
+// number.
+func beginEvent(t *testing.T, db *sql.DB, incidentID int64) (*sql.Tx, int64) {
+	t.Helper()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq int64
+	if err := tx.QueryRow(`INSERT INTO incident_events (incident_id, type, data) VALUES ($1, 'added', '{"id":1}') RETURNING id`, incidentID).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	return tx, seq
+}
+
+// skipRolledBack rolls back an event's transaction and commits the next
+// one's, and returns how long the feed took to deliver the committed event
+// to c past the gap the rollback left.
+func skipRolledBack(t *testing.T, db *sql.DB, c *rawWS, incidentID int64) time.Duration {
+	t.Helper()
+	rolledBack, _ := beginEvent(t, db, incidentID)
+	kept, keptSeq := beginEvent(t, db, incidentID)
+	start := time.Now()
+	rolledBack.Rollback()
+	if err := kept.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	c.expectSeqs(t, []int64{keptSeq})
+	return time.Since(start)
 }
 
 func TestFeedSurvivesListenerOutage(t *testing.T) {
