@@ -100,7 +100,7 @@ func readBody(w http.ResponseWriter, r *http.Request, dst any, optional bool) er
 }
 
 // readRawBody reads the whole request body, whatever its encoding: at most
-// maxBodyBytes, within the deadline handle set.
+// maxBodyBytes, within the deadline bodyDeadline set.
 func readRawBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	var tooLarge *http.MaxBytesError

@@ -133,9 +133,9 @@ var bodyReadTimeout = 30 * time.Second
 // bodyDeadline gives a request's body bodyReadTimeout to arrive. It wraps
 // everything that answers (routes, the mux's own 404 and 405, CORS
 // preflights): whether or not a handler reads the body, net/http does
-// before it answers. Not for
-// requests without one: net/http is already reading ahead on them to
-// notice a client leaving, and a deadline would end a long stream.
+// before it answers. Not for requests without one: net/http is already
+// reading ahead on them to notice a client leaving, and a deadline would
+// end a long stream.
 func bodyDeadline(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != 0 {
