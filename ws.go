@@ -944,11 +944,16 @@ func (c *wsConn) send(frames ...[]byte) (int, error) {
 		c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
 		return c.Conn.Write(frames[0]) // write(2); a one-element writev costs more
 	}
-	return writeChunks(frames, c.timeout, c.Conn.SetWriteDeadline, func(chunk [][]byte) (int, error) {
+	return writeChunks(frames, c.timeout, c.Conn.SetWriteDeadline, writevTo(c.Conn))
+}
+
+// writevTo writes a chunk to w, with one writev where w is a socket.
+func writevTo(w io.Writer) func([][]byte) (int, error) {
+	return func(chunk [][]byte) (int, error) {
 		bufs := net.Buffers(chunk)
-		n, err := bufs.WriteTo(c.Conn)
+		n, err := bufs.WriteTo(w)
 		return int(n), err
-	})
+	}
 }
 
 // sendChunk is how many bytes one write with a fresh deadline carries.

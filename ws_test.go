@@ -1525,11 +1525,7 @@ func TestWriteChunksCapsABatch(t *testing.T) {
 	// Forty chunks take this reader 4 s, against a cap of 2.4 s.
 	msgs := [][]byte{make([]byte, 40*sendChunk)}
 	start := time.Now()
-	sent, err := writeChunks(msgs, timeout, ours.SetWriteDeadline, func(chunk [][]byte) (int, error) {
-		bufs := net.Buffers(chunk)
-		n, err := bufs.WriteTo(ours)
-		return int(n), err
-	})
+	sent, err := writeChunks(msgs, timeout, ours.SetWriteDeadline, writevTo(ours))
 	took := time.Since(start)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("writeChunks = %d bytes, %v; want the batch cut off by its deadline", sent, err)
