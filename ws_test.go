@@ -1449,14 +1449,14 @@ func testSlowReader(t *testing.T, ring bool) {
 // a client that stops reading is cut off.
 func TestWSSlowSteadyReaderKeepsItsStream(t *testing.T) {
 	ts := newTestServer(t)
-	ts.srv.hub.writeTimeout = 300 * time.Millisecond
+	ts.srv.hub.writeTimeout = time.Second
 	inc := ts.createIncident(t, "big", "high")
 	c, hello, _ := dialSmallBuffers(t, ts, 16<<10)
 
-	// About 1 MB in one transaction: the writer gets it as one batch, which
-	// the client takes at about 1 MB/s, over three times the write timeout
-	// for the batch and a fifth of it for each chunk.
-	const n = 100
+	// About 2.5 MB in one transaction: the writer gets it as one batch,
+	// which the client takes at about 1 MB/s, over twice the write timeout
+	// for the batch and a fifteenth of it for each chunk.
+	const n = 250
 	inc.Description = strings.Repeat("z", 10000)
 	ts.appendEvents(t, inc, n)
 	for i := range int64(n) {
