@@ -143,7 +143,7 @@ func decodeObject(body []byte, loc string, dst any) error {
 		}
 	}
 	if dropped { // the usual body has only known fields: decode it as it came
-		raw, _ = json.Marshal(fields)
+		raw, _ = marshalJSON(fields)
 	}
 	if err := json.Unmarshal(raw, dst); err != nil {
 		// Only a field type without a lenient decoder gets here.
@@ -184,19 +184,92 @@ func indirect(t reflect.Type) reflect.Type {
 
 var fieldNameCache sync.Map // reflect.Type → map[string]bool
 
+// marshalJSON is the one JSON encoder, for responses, stream events and
+// stored event payloads alike. It leaves <, > and & as they are, as the
+// original service did: encoding/json would write each as six bytes, and
+// Content-Type with nosniff already keeps browsers from reading a response
+// as HTML.
+func marshalJSON(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{'\n'}), nil
+}
+
 // writeJSON is the only writer of JSON responses.
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	b, err := json.Marshal(v)
+	b, err := marshalJSON(v)
 	if err != nil {
 		return fmt.Errorf("encode response: %w", err)
 	}
+	return writeEncoded(w, status, b)
+}
+
+// writeEncoded writes b, JSON encoded by marshalJSON, as the response.
+func writeEncoded(w http.ResponseWriter, status int, b []byte) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, err = w.Write(append(b, '\n'))
-	if err != nil {
+	if _, err := w.Write(append(b, '\n')); err != nil {
 		return errResponseStarted
 	}
 	return nil
+}
+
+// pageBudget bounds the bytes of one page of a list, so that the memory a
+// list request takes does not grow with the size of what it lists. An
+// ordinary incident encodes to about 500 bytes, so a page of 1,000 of them
+// is never cut; one of large incidents stops early, and its Link header
+// continues from there.
+const pageBudget = 1 << 20
+
+// page is one page of a list, encoded as it is read: a store's list method
+// offers it rows through add until it holds limit items or pageBudget bytes
+// (the item that passes the budget is kept, so every page makes progress).
+// A row offered to a full page means that more follow.
+type page[T any] struct {
+	limit int
+	view  func(T) any // the item as the API shows it
+	body  []byte      // '[' and the items so far, comma-separated
+	count int
+	last  T
+	more  bool
+}
+
+func newPage[T any](limit int, view func(T) any) *page[T] {
+	return &page[T]{limit: limit, view: view, body: []byte{'['}}
+}
+
+// add encodes item into the page; false when the page was already full.
+func (p *page[T]) add(item T) (bool, error) {
+	if p.count == p.limit || len(p.body) >= pageBudget {
+		p.more = true
+		return false, nil
+	}
+	b, err := marshalJSON(p.view(item))
+	if err != nil {
+		return false, fmt.Errorf("encode list item: %w", err)
+	}
+	if p.count > 0 {
+		p.body = append(p.body, ',')
+	}
+	p.body = append(p.body, b...)
+	p.count++
+	p.last = item
+	return true, nil
+}
+
+// write sends the page as a JSON array and, when more follow, a Link to
+// the next page: this request with the parameter next names (from the
+// last item) set.
+func (p *page[T]) write(w http.ResponseWriter, r *http.Request, next func(last T) (param, value string)) error {
+	if p.more {
+		param, value := next(p.last)
+		setNextPage(w, r, param, value)
+	}
+	return writeEncoded(w, http.StatusOK, append(p.body, ']'))
 }
 
 // writeError is the one mapping from errors to HTTP responses. Errors it does

@@ -196,7 +196,7 @@ type cursor struct {
 }
 
 func encodeCursor(sort incidentSort, k sortKey) string {
-	b, _ := json.Marshal(cursor{Sort: sort.name, sortKey: k})
+	b, _ := marshalJSON(cursor{Sort: sort.name, sortKey: k})
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
@@ -292,19 +292,16 @@ func (s *server) handleIncidentList(w http.ResponseWriter, r *http.Request) erro
 	if err := invalid(problems...); err != nil {
 		return err
 	}
-	list, more, err := s.store.ListIncidents(r.Context(), f)
-	if err != nil {
+	p := newPage(f.Limit, func(inc incident) any { return inc })
+	if err := s.store.ListIncidents(r.Context(), f, p.add); err != nil {
 		return err
 	}
-	if more {
-		last := list[len(list)-1]
+	return p.write(w, r, func(last incident) (string, string) {
 		if f.Sort == defaultSort && q.Get("cursor") == "" {
-			setNextPage(w, r, "before", strconv.FormatInt(last.ID, 10)) // the original API's pages
-		} else {
-			setNextPage(w, r, "cursor", encodeCursor(f.Sort, sortKeyOf(f.Sort, last)))
+			return "before", strconv.FormatInt(last.ID, 10) // the original API's pages
 		}
-	}
-	return writeJSON(w, http.StatusOK, list)
+		return "cursor", encodeCursor(f.Sort, sortKeyOf(f.Sort, last))
+	})
 }
 
 // queryEnum reads a query parameter that may repeat or hold a
@@ -518,18 +515,10 @@ func setNextPage(w http.ResponseWriter, r *http.Request, param, value string) {
 	w.Header().Set("Link", "<"+r.URL.Path+"?"+next.Encode()+`>; rel="next"`)
 }
 
-// writePage writes a page of a list paged with limit and after: the items
-// as view shows them and, when more follow, a Link to the page after the
-// last one's key.
-func writePage[T, V any](w http.ResponseWriter, r *http.Request, items []T, more bool, key func(T) int64, view func(T) V) error {
-	if more {
-		setNextPage(w, r, "after", strconv.FormatInt(key(items[len(items)-1]), 10))
-	}
-	views := make([]V, len(items))
-	for i, item := range items {
-		views[i] = view(item)
-	}
-	return writeJSON(w, http.StatusOK, views)
+// nextAfter makes the Link to the next page of a list paged with limit
+// and after, from the last item's key.
+func nextAfter[T any](key func(T) int64) func(T) (string, string) {
+	return func(last T) (string, string) { return "after", strconv.FormatInt(key(last), 10) }
 }
 
 // handleNoteList handles GET /api/v1/incidents/{id}/notes.
@@ -542,11 +531,11 @@ func (s *server) handleNoteList(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	notes, more, err := s.store.Notes(r.Context(), id, after, limit)
-	if err != nil {
+	p := newPage(limit, func(n note) any { return n })
+	if err := s.store.Notes(r.Context(), id, after, limit, p.add); err != nil {
 		return notFoundAs(err, errIncidentNotFound)
 	}
-	return writePage(w, r, notes, more, func(n note) int64 { return n.ID }, func(n note) note { return n })
+	return p.write(w, r, nextAfter(func(n note) int64 { return n.ID }))
 }
 
 // handleIncidentEvents handles GET /api/v1/incidents/{id}/events: the
@@ -560,9 +549,9 @@ func (s *server) handleIncidentEvents(w http.ResponseWriter, r *http.Request) er
 	if err != nil {
 		return err
 	}
-	events, more, err := s.store.IncidentEvents(r.Context(), id, after, limit)
-	if err != nil {
+	p := newPage(limit, func(e storedEvent) any { return newEventView(e) })
+	if err := s.store.IncidentEvents(r.Context(), id, after, limit, p.add); err != nil {
 		return notFoundAs(err, errIncidentNotFound)
 	}
-	return writePage(w, r, events, more, func(e storedEvent) int64 { return e.Seq }, newEventView)
+	return p.write(w, r, nextAfter(func(e storedEvent) int64 { return e.Seq }))
 }

@@ -282,6 +282,43 @@ func TestDedupParallel(t *testing.T) {
 	}
 }
 
+// A report that races a resolve ends as some serial order of the two
+// would: counted on the open incident, or reopening it (it was resolved a
+// moment ago, well within REOPEN_WINDOW); never a second incident.
+func TestReportRacingResolveReopens(t *testing.T) {
+	ts := newTestServer(t, func(c *config) { c.rateLimits = false })
+	token := ts.register(t, "oncall", "password1")
+	const rounds, reports = 20, 10
+	for round := range rounds {
+		key := fmt.Sprintf("race/%d", round)
+		r, inc := ts.report(t, key, "high")
+		r.mustStatus(t, "first report", http.StatusCreated)
+		responses := inParallel(t, reports+1, func(t testing.TB, i int) response {
+			if i == 0 {
+				return ts.patch(t, inc.ID, "resolve", token, "")
+			}
+			r, _ := ts.report(t, key, "high")
+			return r
+		})
+		responses[0].mustStatus(t, "resolve", http.StatusOK)
+		outcomes := map[string]int{}
+		for _, r := range responses[1:] {
+			outcomes[fmt.Sprintf("%d %s", r.status, r.header.Get("X-Dedup"))]++
+		}
+		var incidents, occurrences int
+		var status string
+		ts.st.db.QueryRow(`SELECT count(*), max(occurrences), max(status) FROM incidents WHERE dedup_key = $1`, key).Scan(&incidents, &occurrences, &status)
+		if incidents != 1 || outcomes["201 new"] != 0 || occurrences != reports+1 {
+			t.Fatalf("round %d: %d incidents with the key, %d occurrences, reports answered %v; want 1 incident with %d occurrences and no 201 new",
+				round, incidents, occurrences, outcomes, reports+1)
+		}
+		// Reopened exactly once if any report came after the resolve.
+		if reopened := outcomes["200 reopened"]; reopened > 1 || (reopened == 1) != (status == "open") {
+			t.Fatalf("round %d: reports answered %v and the incident is %s; want one reopen exactly when it ends open", round, outcomes, status)
+		}
+	}
+}
+
 func TestDedupSeverityAndReopenWindow(t *testing.T) {
 	ts := newTestServer(t)
 	token := ts.register(t, "oncall", "password1")

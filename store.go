@@ -226,34 +226,39 @@ func (st *store) withTimeout(ctx context.Context) (context.Context, context.Canc
 	return context.WithTimeout(ctx, st.timeout)
 }
 
-// scanAll reads every row of a query (rows and err are its results) with
-// scan.
-func scanAll[T any](st *store, rows *sql.Rows, err error, scan func(*sql.Rows) (T, error)) ([]T, error) {
+// scanEach hands every row of a query (rows and err are its results),
+// read with scan, to add, until add returns false: a list is encoded as it
+// is read, and never held whole.
+func scanEach[T any](st *store, rows *sql.Rows, err error, scan func(*sql.Rows) (T, error), add func(T) (bool, error)) error {
 	if err != nil {
-		return nil, st.mapErr(err)
+		return st.mapErr(err)
 	}
 	defer rows.Close()
-	list := []T{}
 	for rows.Next() {
 		v, err := scan(rows)
 		if err != nil {
-			return nil, st.mapErr(err)
+			return st.mapErr(err)
 		}
-		list = append(list, v)
+		more, err := add(v)
+		if err != nil {
+			return err
+		}
+		if !more {
+			break
+		}
 	}
-	return list, st.mapErr(rows.Err())
+	return st.mapErr(rows.Err())
 }
 
-// splitPage cuts a list read with limit+1 rows to limit, and tells whether
-// more follow.
-func splitPage[T any](list []T, limit int, err error) ([]T, bool, error) {
-	if err != nil {
-		return nil, false, err
-	}
-	if len(list) > limit {
-		return list[:limit], true, nil
-	}
-	return list, false, nil
+// scanAll reads every row of a query with scan, for results that are
+// small by construction.
+func scanAll[T any](st *store, rows *sql.Rows, err error, scan func(*sql.Rows) (T, error)) ([]T, error) {
+	list := []T{}
+	err = scanEach(st, rows, err, scan, func(v T) (bool, error) {
+		list = append(list, v)
+		return true, nil
+	})
+	return list, err
 }
 
 // incident is an incident as the API returns it, in REST responses and in
@@ -371,7 +376,7 @@ const (
 func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	labels, err := json.Marshal(in.Labels)
+	labels, err := marshalJSON(in.Labels)
 	if err != nil {
 		return incident{}, "", err
 	}
@@ -437,11 +442,24 @@ var reportSQL = `WITH reported AS (
 
 // reopenFlapping reopens the incident with in's dedup key that was resolved
 // after resolvedSince, if there is one and no unresolved incident has the
-// key; it returns nil otherwise. The row lock makes concurrent reports wait
-// for one reopen and then count as occurrences of it.
+// key; it returns nil otherwise. The key's unresolved incident is locked
+// first: a report that races a resolve then waits for it, and reads the
+// incident again once it is resolved, instead of counting on an incident
+// that is gone from the unique index by the time it inserts (and creating
+// a second one). The row lock on a resolved incident makes concurrent
+// reports wait for one reopen and then count as occurrences of it.
 func (st *store) reopenFlapping(ctx context.Context, tx *sql.Tx, in newIncident, resolvedSince, now time.Time) (*incident, error) {
 	var id int64
-	err := tx.QueryRowContext(ctx, `SELECT id FROM incidents r
+	err := tx.QueryRowContext(ctx, `SELECT id FROM incidents WHERE dedup_key = $1 AND status <> 'resolved' FOR UPDATE`, in.DedupKey).Scan(&id)
+	if err == nil {
+		return nil, nil // the report counts on it, which it holds until commit
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("lock unresolved incident: %w", err)
+	}
+	// A statement of its own, so that its snapshot sees a resolve the lock
+	// above waited for.
+	err = tx.QueryRowContext(ctx, `SELECT id FROM incidents r
 		WHERE dedup_key = $1 AND status = 'resolved' AND resolved_at > $2
 		  AND NOT EXISTS (SELECT 1 FROM incidents u WHERE u.dedup_key = $1 AND u.status <> 'resolved')
 		ORDER BY resolved_at DESC LIMIT 1
@@ -577,24 +595,24 @@ func (st *store) AddNote(ctx context.Context, incidentID int64, body string, by 
 	return n, err
 }
 
-// Notes returns up to limit notes on incident id after the note afterID,
-// oldest first, and whether more follow.
-func (st *store) Notes(ctx context.Context, incidentID, afterID int64, limit int) ([]note, bool, error) {
+// Notes hands the notes on incident id after the note afterID to add,
+// oldest first, limit+1 at most: one more than a page, to tell whether more
+// follow.
+func (st *store) Notes(ctx context.Context, incidentID, afterID int64, limit int, add func(note) (bool, error)) error {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	if err := st.incidentExists(ctx, incidentID); err != nil {
-		return nil, false, err
+		return err
 	}
 	rows, err := st.db.QueryContext(ctx, `SELECT n.id, n.incident_id, n.body, author.username, n.created_at
 		FROM incident_notes n LEFT JOIN users author ON author.id = n.author_id
 		WHERE n.incident_id = $1::bigint AND n.id > $2 ORDER BY n.id LIMIT $3`, incidentID, afterID, limit+1)
-	notes, err := scanAll(st, rows, err, func(rows *sql.Rows) (note, error) {
+	return scanEach(st, rows, err, func(rows *sql.Rows) (note, error) {
 		var n note
 		err := rows.Scan(&n.ID, &n.IncidentID, &n.Body, &n.Author, &n.CreatedAt)
 		n.CreatedAt = n.CreatedAt.UTC()
 		return n, err
-	})
-	return splitPage(notes, limit, err)
+	}, add)
 }
 
 func (st *store) incidentExists(ctx context.Context, id int64) error {
@@ -611,7 +629,7 @@ const appendEventSQL = `INSERT INTO incident_events (incident_id, type, actor_id
 
 // appendEvent records a change to inc, with inc as it is after the change.
 func (st *store) appendEvent(ctx context.Context, tx *sql.Tx, eventType string, inc incident, by actorRef, noteID *int64, now time.Time) error {
-	data, err := json.Marshal(inc)
+	data, err := marshalJSON(inc)
 	if err != nil {
 		return err
 	}
@@ -663,9 +681,10 @@ type incidentFilter struct {
 	Limit      int
 }
 
-// ListIncidents returns one page and whether more follow. Keyset pagination
-// on (sort key, id) indexes keeps every page as cheap as the first.
-func (st *store) ListIncidents(ctx context.Context, f incidentFilter) ([]incident, bool, error) {
+// ListIncidents hands one page of incidents to add, and one more if there
+// is one, to tell that more follow. Keyset pagination on (sort key, id)
+// indexes keeps every page as cheap as the first.
+func (st *store) ListIncidents(ctx context.Context, f incidentFilter, add func(incident) (bool, error)) error {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	var (
@@ -686,7 +705,7 @@ func (st *store) ListIncidents(ctx context.Context, f incidentFilter) ([]inciden
 		where = append(where, "i.dedup_key = "+arg(f.DedupKey))
 	}
 	for _, kv := range f.Labels {
-		pair, _ := json.Marshal(map[string]string{kv[0]: kv[1]})
+		pair, _ := marshalJSON(map[string]string{kv[0]: kv[1]})
 		where = append(where, "i.labels @> "+arg(string(pair))+"::jsonb")
 	}
 	if f.Query != "" {
@@ -721,8 +740,7 @@ func (st *store) ListIncidents(ctx context.Context, f incidentFilter) ([]inciden
 	}
 	q += " ORDER BY " + order + " LIMIT " + arg(f.Limit+1)
 	rows, err := st.db.QueryContext(ctx, q, args...)
-	list, err := scanAll(st, rows, err, func(rows *sql.Rows) (incident, error) { return scanIncident(rows) })
-	return splitPage(list, f.Limit, err)
+	return scanEach(st, rows, err, func(rows *sql.Rows) (incident, error) { return scanIncident(rows) }, add)
 }
 
 // incidentStats counts the incidents that need attention.
@@ -811,23 +829,39 @@ func (st *store) StillWriting(ctx context.Context, writers []string) (bool, erro
 	return writing, st.mapErr(err)
 }
 
-// EventsAfter returns up to limit events with after < seq <= upTo (upTo 0:
-// no bound), in sequence order: the stream.
+// EventsAfter returns the events with after < seq <= upTo (upTo 0: no
+// bound), in sequence order: the stream. It stops at limit events or once
+// their payloads pass pageBudget bytes, so that a stream's history is read
+// a bounded page at a time.
 func (st *store) EventsAfter(ctx context.Context, after, upTo int64, limit int) ([]storedEvent, error) {
 	if upTo <= 0 {
 		upTo = 1<<63 - 1
 	}
-	return st.events(ctx, eventsAfterWhere, limit, after, upTo)
+	var (
+		events []storedEvent
+		size   int
+	)
+	err := st.events(ctx, eventsAfterWhere, limit, func(e storedEvent) (bool, error) {
+		if size >= pageBudget {
+			return false, nil
+		}
+		events = append(events, e)
+		size += len(e.Data)
+		if e.Note != nil {
+			size += len(e.Note.Body)
+		}
+		return true, nil
+	}, after, upTo)
+	return events, err
 }
 
-// IncidentEvents returns up to limit events of incident id after seq
-// after, in sequence order, and whether more follow: its timeline.
-func (st *store) IncidentEvents(ctx context.Context, incidentID, after int64, limit int) ([]storedEvent, bool, error) {
+// IncidentEvents hands the events of incident id after seq after to add,
+// in sequence order, limit+1 at most: its timeline.
+func (st *store) IncidentEvents(ctx context.Context, incidentID, after int64, limit int, add func(storedEvent) (bool, error)) error {
 	if err := st.incidentExists(ctx, incidentID); err != nil {
-		return nil, false, err
+		return err
 	}
-	events, err := st.events(ctx, incidentEventsWhere, limit+1, incidentID, after)
-	return splitPage(events, limit, err)
+	return st.events(ctx, incidentEventsWhere, limit+1, add, incidentID, after)
 }
 
 // The two event queries: the stream's range, and an incident's timeline.
@@ -848,16 +882,16 @@ func eventsSQL(where string) string {
 		WHERE ` + where + ` ORDER BY e.id LIMIT $3`
 }
 
-// events reads events matching where, one of the two above.
-func (st *store) events(ctx context.Context, where string, limit int, args ...any) ([]storedEvent, error) {
+// events hands the events matching where, one of the two above, to add.
+func (st *store) events(ctx context.Context, where string, limit int, add func(storedEvent) (bool, error), args ...any) error {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	query, err := st.prepared(ctx, nil, eventsSQL(where))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	rows, err := query.QueryContext(ctx, append(args, limit)...)
-	return scanAll(st, rows, err, func(rows *sql.Rows) (storedEvent, error) {
+	return scanEach(st, rows, err, func(rows *sql.Rows) (storedEvent, error) {
 		var (
 			e          storedEvent
 			actor      sql.NullString
@@ -875,5 +909,5 @@ func (st *store) events(ctx context.Context, where string, limit int, args ...an
 			e.Note = &note{ID: noteID.Int64, IncidentID: e.IncidentID, Body: noteBody.String, Author: stringOrNil(noteAuthor), CreatedAt: noteAt.Time.UTC()}
 		}
 		return e, err
-	})
+	}, add)
 }

@@ -64,7 +64,7 @@ type execer interface {
 }
 
 func insertAudit(ctx context.Context, db execer, e auditEntry, now time.Time) error {
-	details, err := json.Marshal(e.Details)
+	details, err := marshalJSON(e.Details)
 	if err != nil {
 		return err
 	}
@@ -169,14 +169,13 @@ func (st *store) UserByID(ctx context.Context, id int64) (user, error) {
 	return u, st.mapErr(err)
 }
 
-// Users returns up to limit users with id above after, by id, and whether
-// more follow.
-func (st *store) Users(ctx context.Context, after int64, limit int) ([]user, bool, error) {
+// Users hands the users with id above after to add, by id, limit+1 at
+// most.
+func (st *store) Users(ctx context.Context, after int64, limit int, add func(user) (bool, error)) error {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	rows, err := st.db.QueryContext(ctx, `SELECT `+userColumns+` FROM users WHERE id > $1::bigint ORDER BY id LIMIT $2`, after, limit+1)
-	users, err := scanAll(st, rows, err, func(rows *sql.Rows) (user, error) { return scanUser(rows) })
-	return splitPage(users, limit, err)
+	return scanEach(st, rows, err, func(rows *sql.Rows) (user, error) { return scanUser(rows) }, add)
 }
 
 // userChange is what PATCH /api/v1/users/{id} may change; nil leaves as is.
@@ -297,15 +296,15 @@ type auditFilter struct {
 	Limit   int
 }
 
-// AuditLog returns audit rows newest first and whether more follow.
-func (st *store) AuditLog(ctx context.Context, f auditFilter) ([]auditEntry, bool, error) {
+// AuditLog hands audit rows to add, newest first, f.Limit+1 at most.
+func (st *store) AuditLog(ctx context.Context, f auditFilter, add func(auditEntry) (bool, error)) error {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	rows, err := st.db.QueryContext(ctx, `SELECT a.id, a.at, a.actor_id, u.username, a.action, coalesce(a.target, ''), coalesce(a.ip, ''), a.details
 		FROM audit_log a LEFT JOIN users u ON u.id = a.actor_id
 		WHERE ($1::bigint = 0 OR a.id < $1::bigint) AND ($2::bigint IS NULL OR a.actor_id = $2) AND ($3 = '' OR a.action = $3)
 		ORDER BY a.id DESC LIMIT $4`, f.Before, f.ActorID, f.Action, f.Limit+1)
-	entries, err := scanAll(st, rows, err, func(rows *sql.Rows) (auditEntry, error) {
+	return scanEach(st, rows, err, func(rows *sql.Rows) (auditEntry, error) {
 		var (
 			e       auditEntry
 			details []byte
@@ -315,8 +314,7 @@ func (st *store) AuditLog(ctx context.Context, f auditFilter) ([]auditEntry, boo
 		}
 		e.At = e.At.UTC()
 		return e, json.Unmarshal(details, &e.Details)
-	})
-	return splitPage(entries, f.Limit, err)
+	}, add)
 }
 
 // apiKey is a key as its owner sees it; the secret is never stored.

@@ -311,7 +311,7 @@ func newStreamEvent(e storedEvent) *streamEvent {
 		Status   string `json:"status"`
 	}
 	_ = json.Unmarshal(e.Data, &fields)
-	msg, _ := json.Marshal(newEventView(e))
+	msg, _ := marshalJSON(newEventView(e))
 	return &streamEvent{
 		seq:      e.Seq,
 		severity: fields.Severity,

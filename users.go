@@ -88,11 +88,11 @@ func (s *server) handleUserList(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	users, more, err := s.store.Users(r.Context(), after, limit)
-	if err != nil {
+	p := newPage(limit, func(u user) any { return newUserView(u) })
+	if err := s.store.Users(r.Context(), after, limit, p.add); err != nil {
 		return err
 	}
-	return writePage(w, r, users, more, func(u user) int64 { return u.ID }, newUserView)
+	return p.write(w, r, nextAfter(func(u user) int64 { return u.ID }))
 }
 
 // userUpdate is the body of PATCH /api/v1/users/{id}.
@@ -158,14 +158,11 @@ func (s *server) handleAuditList(w http.ResponseWriter, r *http.Request) error {
 		}
 		f.ActorID = &u.ID
 	}
-	entries, more, err := s.store.AuditLog(r.Context(), f)
-	if err != nil {
+	p := newPage(f.Limit, func(e auditEntry) any { return e })
+	if err := s.store.AuditLog(r.Context(), f, p.add); err != nil {
 		return err
 	}
-	if more {
-		setNextPage(w, r, "before", strconv.FormatInt(entries[len(entries)-1].ID, 10))
-	}
-	return writeJSON(w, http.StatusOK, entries)
+	return p.write(w, r, func(last auditEntry) (string, string) { return "before", strconv.FormatInt(last.ID, 10) })
 }
 
 // apiKeyCreate is the body of POST /api/v1/api-keys.

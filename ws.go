@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"io"
 	"iter"
@@ -714,7 +713,7 @@ func (c *subscription) run(ctx context.Context, pos int64, out streamOut) (clien
 
 // helloMessage is the first message of every stream: where it starts.
 func helloMessage(pos int64) []byte {
-	b, _ := json.Marshal(streamMessage{Type: "hello", Seq: pos})
+	b, _ := marshalJSON(streamMessage{Type: "hello", Seq: pos})
 	return b
 }
 
@@ -1156,7 +1155,7 @@ func (o sseOut) frame(ev *streamEvent) []byte { return ev.sse }
 func (o sseOut) hello(pos int64) []byte       { return sseMessage("", "hello", helloMessage(pos)) }
 func (o sseOut) keepalive() []byte            { return sseKeepalive }
 func (o sseOut) goodbye(_ endReason, since int64, hint string) []byte {
-	bye, _ := json.Marshal(map[string]any{"type": "close", "since": since, "reason": hint})
+	bye, _ := marshalJSON(map[string]any{"type": "close", "since": since, "reason": hint})
 	return sseMessage("", "close", bye)
 }
 

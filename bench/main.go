@@ -92,8 +92,15 @@ import (
 )
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "memory" {
+		if err := runMemory(os.Args[2:]); err != nil && !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) < 2 || os.Args[1] != "fanout" {
-		fmt.Fprintln(os.Stderr, "usage: bench fanout [flags]   (bench fanout -h for the flags)")
+		fmt.Fprintln(os.Stderr, "usage: bench fanout|memory [flags]   (bench fanout -h for the flags)")
 		os.Exit(2)
 	}
 	opts, err := parseOptions(os.Args[2:])
@@ -1057,7 +1064,11 @@ func warnPortRange(need int) {
 }
 
 // readRSS returns the VmRSS of pid in KiB, or -1 when pid is 0 or unreadable.
-func readRSS(pid int) int64 {
+func readRSS(pid int) int64 { return readStatus(pid, "VmRSS:") }
+
+// readStatus returns a field of /proc/pid/status in KiB, or -1 when pid is
+// 0 or unreadable.
+func readStatus(pid int, field string) int64 {
 	if pid == 0 {
 		return -1
 	}
@@ -1067,7 +1078,7 @@ func readRSS(pid int) int64 {
 		return -1
 	}
 	for l := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(l, field); ok {
 			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 			if err == nil {
 				return n
