@@ -51,7 +51,7 @@ type stmtCache struct {
 }
 
 // hotStatements are the statements the cache holds.
-var hotStatements = []string{reportSQL, appendEventSQL, eventsSQL(eventsAfterWhere), eventsSQL(incidentEventsWhere)}
+var hotStatements = []string{reportSQL, appendEventSQL}
 
 func prepareHot(ctx context.Context, db *sql.DB) (*stmtCache, error) {
 	c := &stmtCache{stmts: map[string]*sql.Stmt{}}
@@ -248,6 +248,35 @@ func scanEach[T any](st *store, rows *sql.Rows, err error, scan func(*sql.Rows) 
 		}
 	}
 	return st.mapErr(rows.Err())
+}
+
+// fetchSize is how many rows queryEach reads from its cursor at a time.
+const fetchSize = 64
+
+// queryEach runs query and hands its rows, read with scan, to add until add
+// returns false, reading them through a cursor fetchSize rows at a time. A
+// page counts its rows with LIMIT but is cut by bytes: without the cursor,
+// the rows of a page cut early would still be sent, and read and dropped
+// (1,000 large incidents take seconds).
+func queryEach[T any](ctx context.Context, st *store, query string, args []any, scan func(*sql.Rows) (T, error), add func(T) (bool, error)) error {
+	return st.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DECLARE page NO SCROLL CURSOR FOR `+query, args...); err != nil {
+			return err
+		}
+		for {
+			n, stopped := 0, false
+			rows, err := tx.QueryContext(ctx, `FETCH `+strconv.Itoa(fetchSize)+` FROM page`)
+			err = scanEach(st, rows, err, scan, func(v T) (bool, error) {
+				n++
+				more, err := add(v)
+				stopped = !more
+				return more, err
+			})
+			if err != nil || stopped || n < fetchSize {
+				return err
+			}
+		}
+	})
 }
 
 // scanAll reads every row of a query with scan, for results that are
@@ -604,10 +633,9 @@ func (st *store) Notes(ctx context.Context, incidentID, afterID int64, limit int
 	if err := st.incidentExists(ctx, incidentID); err != nil {
 		return err
 	}
-	rows, err := st.db.QueryContext(ctx, `SELECT n.id, n.incident_id, n.body, author.username, n.created_at
+	return queryEach(ctx, st, `SELECT n.id, n.incident_id, n.body, author.username, n.created_at
 		FROM incident_notes n LEFT JOIN users author ON author.id = n.author_id
-		WHERE n.incident_id = $1::bigint AND n.id > $2 ORDER BY n.id LIMIT $3`, incidentID, afterID, limit+1)
-	return scanEach(st, rows, err, func(rows *sql.Rows) (note, error) {
+		WHERE n.incident_id = $1::bigint AND n.id > $2 ORDER BY n.id LIMIT $3`, []any{incidentID, afterID, limit + 1}, func(rows *sql.Rows) (note, error) {
 		var n note
 		err := rows.Scan(&n.ID, &n.IncidentID, &n.Body, &n.Author, &n.CreatedAt)
 		n.CreatedAt = n.CreatedAt.UTC()
@@ -739,8 +767,7 @@ func (st *store) ListIncidents(ctx context.Context, f incidentFilter, add func(i
 		order = f.Sort.key + " " + dir + ", " + order
 	}
 	q += " ORDER BY " + order + " LIMIT " + arg(f.Limit+1)
-	rows, err := st.db.QueryContext(ctx, q, args...)
-	return scanEach(st, rows, err, func(rows *sql.Rows) (incident, error) { return scanIncident(rows) }, add)
+	return queryEach(ctx, st, q, args, func(rows *sql.Rows) (incident, error) { return scanIncident(rows) }, add)
 }
 
 // incidentStats counts the incidents that need attention.
@@ -886,12 +913,7 @@ func eventsSQL(where string) string {
 func (st *store) events(ctx context.Context, where string, limit int, add func(storedEvent) (bool, error), args ...any) error {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	query, err := st.prepared(ctx, nil, eventsSQL(where))
-	if err != nil {
-		return err
-	}
-	rows, err := query.QueryContext(ctx, append(args, limit)...)
-	return scanEach(st, rows, err, func(rows *sql.Rows) (storedEvent, error) {
+	return queryEach(ctx, st, eventsSQL(where), append(args, limit), func(rows *sql.Rows) (storedEvent, error) {
 		var (
 			e          storedEvent
 			actor      sql.NullString

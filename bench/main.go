@@ -3,7 +3,10 @@
 //	go run ./bench fanout -url http://127.0.0.1:8080 -subscribers 10000 -rate 10 -duration 30s -pid <server pid>
 //	go run ./bench fanout -scenario a -pid <server pid>   # 10,000 subscribers, 10 events/s, 30 s
 //	go run ./bench fanout -scenario b -pid <server pid>   # 100 subscribers, 500 events/s, 20 s
+//	go run ./bench memory -url http://127.0.0.1:8080 -pid <server pid>
 //
+// memory (memory.go) reports large incidents, then lists and replays them
+// from several clients at once, and reports the server's peak RSS.
 // fanout opens many WebSocket subscribers on /api/v1/ws, waits until they
 // are idle, then creates incidents with POST /api/v1/incidents at a fixed
 // rate. For every event and subscriber it measures the delay from the POST

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -106,10 +107,12 @@ func runMemory(args []string) error {
 	fmt.Printf("elapsed: %s\n", time.Since(start).Round(time.Millisecond))
 	fmt.Printf("rss peak (sampled every 5 ms): %s\n", kib(peak.Load()))
 	fmt.Printf("rss high-water mark (VmHWM, since the server started): %s\n", kib(readStatus(*pid, "VmHWM:")))
+	var failed error
 	for err := range errs {
-		return err
+		fmt.Println("error:", err)
+		failed = errors.New("some clients failed")
 	}
-	return nil
+	return failed
 }
 
 // fatIncident is a report with every field at its limit, of '<', which
