@@ -177,7 +177,7 @@ func TestEventsAfterBoundedByBytes(t *testing.T) {
 	var after int64
 	var reads, events int
 	for {
-		page, err := ts.st.EventsAfter(context.Background(), after, 0, 500)
+		page, _, err := ts.st.EventsAfter(context.Background(), after, 0, 500)
 		if err != nil {
 			t.Fatalf("EventsAfter(%d): %v", after, err)
 		}

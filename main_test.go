@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -183,6 +184,9 @@ type testServer struct {
 	srv   *server
 	st    *store
 	clock *testClock
+	// sendBuffer, when set, is the send buffer of the server's side of
+	// every connection accepted from then on, so tests can fill it.
+	sendBuffer *atomic.Int64
 }
 
 // newTestServer starts a server on a fresh database; adjust, if given, may
@@ -220,13 +224,18 @@ func newTestServerOn(t testing.TB, st *store, cfg config) *testServer {
 	clock := &testClock{t: time.Now().UTC().Truncate(time.Microsecond)}
 	srv.now = clock.Now
 	ts := httptest.NewUnstartedServer(srv.routes())
+	sendBuffer := new(atomic.Int64)
+	ts.Config.ConnState = func(c net.Conn, state http.ConnState) {
+		if n := sendBuffer.Load(); n > 0 && state == http.StateNew {
+			c.(*net.TCPConn).SetWriteBuffer(int(n))
+		}
+	}
 	ts.Config.RegisterOnShutdown(srv.hub.shutdown)
 	ts.Start()
 	t.Cleanup(ts.Close)
 	// As at the end of a real server; httptest's Close does not call it.
-	// It also releases the hub's io_uring rings.
 	t.Cleanup(srv.hub.shutdown)
-	return &testServer{Server: ts, srv: srv, st: st, clock: clock}
+	return &testServer{Server: ts, srv: srv, st: st, clock: clock, sendBuffer: sendBuffer}
 }
 
 // startStream runs the server's event feed until the test ends.

@@ -175,6 +175,16 @@ CREATE TABLE IF NOT EXISTS incident_notes (
 CREATE INDEX IF NOT EXISTS incident_notes_incident_idx ON incident_notes (incident_id, id);
 ALTER TABLE incident_events ADD COLUMN IF NOT EXISTS note_id bigint REFERENCES incident_notes (id) ON DELETE SET NULL;
 
+-- An event's id is taken only by a transaction that already has a
+-- transaction id: the stream's feed decides that a missing id will never
+-- commit once every transaction older than a snapshot taken after it has
+-- ended (feed.go), which holds only if the id's holder was among them.
+CREATE OR REPLACE FUNCTION next_event_id() RETURNS bigint
+LANGUAGE sql VOLATILE AS $$
+    SELECT CASE WHEN pg_current_xact_id() IS NOT NULL THEN nextval('incident_events_id_seq') END
+$$;
+ALTER TABLE incident_events ALTER COLUMN id SET DEFAULT next_event_id();
+
 -- The real-time stream: every appended event notifies listeners with its id
 -- (never the row: payloads are capped at 8000 bytes). NOTIFY is delivered at
 -- commit, so rolled-back events notify no one.

@@ -37,7 +37,7 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := newHub(logger)
+	h := newHub()
 	s := &server{
 		cfg:          cfg,
 		store:        st,

@@ -829,57 +829,36 @@ func (st *store) LatestEventSeq(ctx context.Context) (int64, error) {
 	return seq, st.mapErr(err)
 }
 
-// EventWriters lists the transactions (virtual ids) that hold a write lock
-// on incident_events now: the only ones that can still commit an event.
-// Each holds it until it ends.
-func (st *store) EventWriters(ctx context.Context) ([]string, error) {
+// Snapshot returns the bounds of a current snapshot of the cluster's
+// transactions: xmin, the oldest transaction still running, and xmax, the
+// first not yet started (pg_current_snapshot, as 64-bit transaction ids).
+func (st *store) Snapshot(ctx context.Context) (xmin, xmax int64, err error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	var writers pq.StringArray
-	err := st.db.QueryRowContext(ctx, `SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks
-		WHERE locktype = 'relation' AND relation = 'incident_events'::regclass AND mode = 'RowExclusiveLock' AND granted
-		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&writers)
-	return writers, st.mapErr(err)
-}
-
-// StillWriting tells whether any of writers has not ended yet.
-func (st *store) StillWriting(ctx context.Context, writers []string) (bool, error) {
-	if len(writers) == 0 {
-		return false, nil
-	}
-	ctx, cancel := st.withTimeout(ctx)
-	defer cancel()
-	var writing bool
-	err := st.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM pg_locks
-		WHERE locktype = 'relation' AND relation = 'incident_events'::regclass AND mode = 'RowExclusiveLock'
-		AND virtualtransaction = ANY($1))`, pq.Array(writers)).Scan(&writing)
-	return writing, st.mapErr(err)
+	err = st.db.QueryRowContext(ctx, `SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint
+		FROM pg_current_snapshot() s`).Scan(&xmin, &xmax)
+	return xmin, xmax, st.mapErr(err)
 }
 
 // EventsAfter returns the events with after < seq <= upTo (upTo 0: no
 // bound), in sequence order: the stream. It stops at limit events or once
-// their payloads pass pageBudget bytes, so that a stream's history is read
-// a bounded page at a time.
-func (st *store) EventsAfter(ctx context.Context, after, upTo int64, limit int) ([]storedEvent, error) {
+// their payloads pass pageBudget bytes, so that the stream's history is read
+// a bounded page at a time; more tells that it stopped for either.
+func (st *store) EventsAfter(ctx context.Context, after, upTo int64, limit int) (events []storedEvent, more bool, err error) {
 	if upTo <= 0 {
 		upTo = 1<<63 - 1
 	}
-	var (
-		events []storedEvent
-		size   int
-	)
-	err := st.events(ctx, eventsAfterWhere, limit, func(e storedEvent) (bool, error) {
-		if size >= pageBudget {
-			return false, nil
-		}
+	size := 0
+	err = st.events(ctx, eventsAfterWhere, limit, func(e storedEvent) (bool, error) {
 		events = append(events, e)
 		size += len(e.Data)
 		if e.Note != nil {
 			size += len(e.Note.Body)
 		}
-		return true, nil
+		more = len(events) == limit || size >= pageBudget
+		return !more, nil
 	}, after, upTo)
-	return events, err
+	return events, more, err
 }
 
 // IncidentEvents hands the events of incident id after seq after to add,

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"incidents/internal/uring"
 )
 
 // readers are the loops that read every subscriber, each waiting on its own
@@ -22,48 +20,22 @@ type readers struct {
 	// closing the write end makes it readable for good, which wakes every
 	// loop at once.
 	stopR, stopW int
-	// noURing says why the loops read(2) instead of using io_uring; nil
-	// when they use it.
-	noURing error
 }
 
 // readLoop is one epoll instance and the subscribers in it, by socket.
 type readLoop struct {
 	epfd int
 	subs []*subscriber // by socket; nil once removed
-	// ring, when the kernel allows io_uring, receives from all the ready
-	// sockets of a pass in batches, into slots; nil: a read(2) each.
-	ring  *uring.Ring
-	ops   []uring.Op
-	slots []byte
-	res   []int32
-	// ringErr is why a ring the loop had failed; it reads with read(2)
-	// from then on.
-	ringErr error
 }
-
-// Receives per io_uring batch, and the bytes each may take. With io_uring
-// the tool makes one system call per batch instead of one per read, on the
-// CPUs the server needs. A batch is stamped with the time it completed, so
-// it is kept small enough (about a millisecond of receives) not to
-// lengthen the delays by much; a socket that fills its slot is read again
-// in the next batch.
-const (
-	uringBatch = 256
-	uringSlot  = 16 << 10
-)
 
 // startReaders shares subs among n loops and starts them. Deliveries are
 // recorded in the subscribers and tr, ended connections in down.
-func startReaders(subs []*subscriber, n int, pause time.Duration, useURing bool, tr *tracker, down *failures) (*readers, error) {
+func startReaders(subs []*subscriber, n int, pause time.Duration, tr *tracker, down *failures) (*readers, error) {
 	var p [2]int
 	if err := syscall.Pipe2(p[:], syscall.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("pipe: %w", err)
 	}
 	rd := &readers{stopR: p[0], stopW: p[1]}
-	if !useURing {
-		rd.noURing = errors.New("-io-uring=false")
-	}
 	for range min(n, len(subs)) {
 		epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 		if err != nil {
@@ -72,11 +44,6 @@ func startReaders(subs []*subscriber, n int, pause time.Duration, useURing bool,
 		}
 		l := &readLoop{epfd: epfd}
 		rd.loops = append(rd.loops, l)
-		if rd.noURing == nil {
-			if l.ring, rd.noURing = uring.New(uringBatch); rd.noURing == nil {
-				l.ops, l.slots, l.res = make([]uring.Op, uringBatch), make([]byte, uringBatch*uringSlot), make([]int32, uringBatch)
-			}
-		}
 		if err := l.watch(rd.stopR); err != nil {
 			rd.closeFDs()
 			return nil, err
@@ -177,41 +144,8 @@ func (l *readLoop) read(s *subscriber, buf []byte, tr *tracker, down *failures) 
 	}
 }
 
-// receive reads what the subscribers on fds have until each has been read
-// to the end: with io_uring, a batch of receives per system call, and with
-// read(2) into buf what is left once the loop has no ring. A socket that
-// may have more goes to the back of fds.
+// receive reads what the subscribers on fds have, each to the end.
 func (l *readLoop) receive(fds []int32, buf []byte, tr *tracker, down *failures) {
-	for len(fds) > 0 && l.ring != nil {
-		batch := fds[:min(uringBatch, len(fds))]
-		fds = fds[len(batch):]
-		ops := l.ops[:len(batch)]
-		for i, fd := range batch {
-			ops[i] = uring.Recv(int(fd), l.slots[i*uringSlot:(i+1)*uringSlot])
-		}
-		if err := l.ring.Run(ops, l.res); err != nil {
-			l.ring.Close()
-			l.ring, l.ringErr = nil, err
-		}
-		at := tr.now()
-		for i, fd := range batch {
-			n, err := int(l.res[i]), error(nil)
-			switch {
-			case n == uring.Unknown:
-				// What it read, if anything, is lost to the tool.
-				l.remove(l.subs[fd], fmt.Errorf("io_uring failed while receiving: %w", l.ringErr), tr, down)
-				continue
-			case n == -int(syscall.ECANCELED) && l.ring == nil:
-				fds = append(fds, fd) // never received: read(2) takes it
-				continue
-			case n < 0:
-				n, err = 0, syscall.Errno(-n)
-			}
-			if l.took(l.subs[fd], l.slots[i*uringSlot:(i+1)*uringSlot], n, err, at, tr, down) {
-				fds = append(fds, fd)
-			}
-		}
-	}
 	for _, fd := range fds {
 		l.read(l.subs[fd], buf, tr, down)
 	}
@@ -265,15 +199,10 @@ func (rd *readers) stop(timeout time.Duration) bool {
 	}
 }
 
-// close releases the loop's epoll instance and ring.
-func (l *readLoop) close() {
-	syscall.Close(l.epfd)
-	if l.ring != nil {
-		l.ring.Close()
-	}
-}
+// close releases the loop's epoll instance.
+func (l *readLoop) close() { syscall.Close(l.epfd) }
 
-// closeFDs closes the pipe, epoll instances and rings of loops that never
+// closeFDs closes the pipe and epoll instances of loops that never
 // started.
 func (rd *readers) closeFDs() {
 	for _, l := range rd.loops {

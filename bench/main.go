@@ -23,11 +23,7 @@
 //     at 10,000 subscribers took about 75% of a core from the machine the
 //     server shares. The epoll is edge-triggered, and a read that does not
 //     fill the buffer took everything, so one read per socket and message
-//     suffices. The reads of a pass go to the kernel in batches of 256
-//     through io_uring, one system call per batch, where the kernel allows
-//     it (-io-uring=false: a read(2) each); a batch's deliveries are all
-//     stamped with the time the batch completed, which can only lengthen
-//     the delays. After a pass that did not fill its event buffer a loop
+//     suffices. After a pass that did not fill its event buffer a loop
 //     sleeps for -read-pause (1 ms): a loop that sleeps in epoll_wait
 //     instead is woken by the server's write, a cross-CPU wake-up that took
 //     about a fifth of the server's CPU on the measured VM. The delays are
@@ -134,7 +130,6 @@ type options struct {
 	pid         int
 	readers     int
 	readPause   time.Duration
-	ioURing     bool
 
 	connectConcurrency int
 	maxInflight        int
@@ -164,7 +159,6 @@ func parseOptions(args []string) (options, error) {
 	fs.IntVar(&o.pid, "pid", 0, "server process id, to report its RSS and CPU from /proc (0: skip)")
 	fs.IntVar(&o.readers, "readers", runtime.GOMAXPROCS(0), "epoll loops that read the subscribers")
 	fs.DurationVar(&o.readPause, "read-pause", time.Millisecond, "how long a reader loop sleeps after each pass over its ready sockets (0: none)")
-	fs.BoolVar(&o.ioURing, "io-uring", true, "receive with io_uring batches where the kernel allows it (false: one read(2) per socket)")
 	scenario := fs.String("scenario", "", "preset: a = 10000 subscribers, 10/s, 30s; b = 100 subscribers, 500/s, 20s (explicit flags win)")
 	fs.IntVar(&o.connectConcurrency, "connect-concurrency", 200, "WebSocket handshakes in flight at once")
 	fs.IntVar(&o.maxInflight, "max-inflight", 64, "POSTs in flight at once; a POST due while all are busy is skipped and counted")
@@ -475,7 +469,6 @@ type result struct {
 	opts options
 
 	connected       int
-	reading         string // how the reader loops read
 	connectErrors   failures
 	connectTime     time.Duration
 	postTarget      int
@@ -553,18 +546,14 @@ func runFanout(o options) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	readers, err := startReaders(subs, o.readers, o.readPause, o.ioURing, tr, &r.disconnects)
+	readers, err := startReaders(subs, o.readers, o.readPause, tr, &r.disconnects)
 	if err != nil {
 		for _, s := range subs {
 			s.close()
 		}
 		return nil, err
 	}
-	r.reading = "io_uring receives"
-	if readers.noURing != nil {
-		r.reading = fmt.Sprintf("read(2) (no io_uring: %v)", readers.noURing)
-	}
-	logf(tr, "reading them with %d epoll loops, %s", len(readers.loops), r.reading)
+	logf(tr, "reading them with %d epoll loops", len(readers.loops))
 
 	settle0 := readMachineCPU()
 	time.Sleep(o.settle)
@@ -597,12 +586,6 @@ func runFanout(o options) (*result, error) {
 	tr.stopping.Store(true)
 	if !closeAll(subs, readers) {
 		return nil, errors.New("some reader loops did not stop")
-	}
-	for _, l := range readers.loops {
-		if l.ringErr != nil {
-			r.reading += fmt.Sprintf(", until io_uring failed in a loop (%v), then read(2)", l.ringErr)
-			break
-		}
 	}
 	r.analyze(tr, subs, loadStart)
 	return r, nil
@@ -912,7 +895,6 @@ func (r *result) print(w io.Writer) {
 	line("url", "%s", o.url)
 	line("subscribers_requested", "%d", o.subscribers)
 	line("subscribers_connected", "%d", r.connected)
-	line("reading", "%s", r.reading)
 	line("connect_errors", "%d", r.connectErrors.count())
 	line("connect_time", "%s", r.connectTime.Round(time.Millisecond))
 	line("rate_target", "%g/s", o.rate)
