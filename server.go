@@ -122,7 +122,7 @@ func (s *server) routes() http.Handler {
 	for _, rt := range s.routeList() {
 		mux.Handle(rt.pattern, routeHandler{s.handle(rt)})
 	}
-	return bodyDeadline(s.logRequests(s.recoverPanics(securityHeaders(s.cors(jsonMuxErrors(mux))))))
+	return bodyDeadline(s.logRequests(s.recoverPanics(securityHeaders(s.cors(limitBody(jsonMuxErrors(mux)))))))
 }
 
 // bodyReadTimeout bounds how long a request body may take to arrive, so a
@@ -140,6 +140,26 @@ func bodyDeadline(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != 0 {
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitBody answers a request whose Content-Length is over maxBodyBytes
+// with a 413 at once, before the body arrives, whatever the route: else the
+// answer waits for the handler to read maxBodyBytes, which a client that
+// declares more and sends nothing makes bodyReadTimeout, or for the route
+// to fail on something else. It sits inside cors, so a cross-origin caller
+// can read the 413. A chunked body declares no length: readRawBody's limit
+// stops it as it comes.
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxBodyBytes {
+			// The body is left unread, so the connection cannot carry
+			// another request.
+			w.Header().Set("Connection", "close")
+			writeError(w, r, errBodyTooLarge)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
