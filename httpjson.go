@@ -128,8 +128,9 @@ func decodeObject(body []byte, loc string, dst any) error {
 	if raw[0] != '{' {
 		return invalid(fieldError{Type: "model_attributes_type", Loc: []string{loc}, Msg: "Input should be a valid dictionary or object to extract fields from"})
 	}
-	// encoding/json would store U+FFFD for what it cannot decode.
-	if err := invalid(jsonTextProblems(raw, loc)...); err != nil {
+	// encoding/json would store U+FFFD for what it cannot decode, and
+	// the last of two values of a key.
+	if err := invalid(jsonBodyProblems(raw, loc)...); err != nil {
 		return err
 	}
 	// Field names match exactly, as the original's did: encoding/json
@@ -156,27 +157,30 @@ func decodeObject(body []byte, loc string, dst any) error {
 	return nil
 }
 
-// maxTextProblems bounds the problems jsonTextProblems reports: a body
+// maxBodyProblems bounds the problems jsonBodyProblems reports: a body
 // with more is not one a person corrects field by field.
-const maxTextProblems = 20
+const maxBodyProblems = 20
 
-// jsonTextProblems checks every string of raw, one valid JSON value, keys
-// included, wherever it is (in fields the handler ignores too): each must
-// be valid UTF-8, with no escaped surrogate (\ud800 to \udfff) outside a
-// pair. encoding/json silently turns either into U+FFFD, so the client
-// would find something else stored than it sent. A problem's loc is loc
-// and the path to the string: ["body", "labels", "env"]. It scans the
-// bytes itself: json.Decoder's Token takes half a second over a 1 MiB
-// array of numbers.
-func jsonTextProblems(raw []byte, loc string) []fieldError {
+// jsonBodyProblems finds in raw, one valid JSON value, what encoding/json
+// would decode without a word into something else than the client sent:
+//   - a string (a key, or in a field the handler ignores, too) that is
+//     not valid UTF-8 or has an escaped surrogate (\ud800 to \udfff)
+//     outside a pair, which would become U+FFFD: string_unicode;
+//   - a key that comes twice in one object, whose last value would win:
+//     json_invalid.
+//
+// A problem's loc is loc and the path to the string or key:
+// ["body", "labels", "env"]. It scans the bytes itself: json.Decoder's
+// Token takes half a second over a 1 MiB array of numbers.
+func jsonBodyProblems(raw []byte, loc string) []fieldError {
 	var (
 		problems []fieldError
 		stack    []jsonFrame
 		reported = map[string]bool{}
 	)
 	report := func(p fieldError) {
-		key := strings.Join(p.Loc, "\x00")
-		if !reported[key] && len(problems) < maxTextProblems {
+		key := p.Type + "\x00" + strings.Join(p.Loc, "\x00")
+		if !reported[key] && len(problems) < maxBodyProblems {
 			reported[key] = true
 			problems = append(problems, p)
 		}
@@ -195,7 +199,11 @@ func jsonTextProblems(raw []byte, loc string) []fieldError {
 			i++
 			continue
 		case '{', '[':
-			stack = append(stack, jsonFrame{object: c == '{', wantKey: c == '{'})
+			f := jsonFrame{object: c == '{', wantKey: c == '{'}
+			if len(stack) < cap(stack) { // reuse the keys of the object that was here
+				f.keys = stack[:len(stack)+1][len(stack)].keys[:0]
+			}
+			stack = append(stack, f)
 			i++
 			continue
 		case '}', ']':
@@ -207,7 +215,11 @@ func jsonTextProblems(raw []byte, loc string) []fieldError {
 			i = end
 			isKey := top >= 0 && stack[top].object && stack[top].wantKey
 			if isKey {
-				stack[top].key, stack[top].wantKey = jsonKey(lit, escaped), false
+				key := jsonKey(lit, escaped)
+				stack[top].key, stack[top].wantKey = key, false
+				if stack[top].seen(key) {
+					report(fieldError{Type: "json_invalid", Loc: path(), Msg: fmt.Sprintf("JSON decode error: duplicate key %q", key)})
+				}
 			}
 			if !utf8.Valid(lit) || escaped && hasLoneSurrogate(lit) {
 				report(fieldError{Type: "string_unicode", Loc: path(), Msg: "Input should be a valid string: UTF-8 without unpaired surrogates"})
@@ -262,12 +274,36 @@ func jsonKey(lit []byte, escaped bool) string {
 	return key
 }
 
-// jsonFrame is an object or array jsonTextProblems is in.
+// jsonFrame is an object or array jsonBodyProblems is in.
 type jsonFrame struct {
 	object  bool
-	wantKey bool   // in an object: the next string is a key
-	key     string // in an object: the key of the value being read
-	index   int    // in an array: the index of the value being read
+	wantKey bool            // in an object: the next string is a key
+	key     string          // in an object: the key of the value being read
+	keys    []string        // in an object: the keys so far, while they are few
+	set     map[string]bool // in an object: the keys so far, once they are many
+	index   int             // in an array: the index of the value being read
+}
+
+// seen tells whether key came before in the object, and remembers it.
+func (f *jsonFrame) seen(key string) bool {
+	if f.set != nil {
+		if f.set[key] {
+			return true
+		}
+		f.set[key] = true
+		return false
+	}
+	if slices.Contains(f.keys, key) {
+		return true
+	}
+	f.keys = append(f.keys, key)
+	if len(f.keys) > 16 { // a linear search no longer pays
+		f.set = make(map[string]bool, 2*len(f.keys))
+		for _, k := range f.keys {
+			f.set[k] = true
+		}
+	}
+	return false
 }
 
 func (f *jsonFrame) at() string {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -49,8 +50,8 @@ func TestBodyTextMustBeUnicode(t *testing.T) {
 			labels = append(labels, fmt.Sprintf(`"k%d":"\ud800"`, i))
 		}
 		r := ts.request(t, "POST", "/api/v1/incidents", `{"title":"t","severity":"low","labels":{`+strings.Join(labels, ",")+`}}`)
-		if got := problemTypes(t, r.mustStatus(t, "POST /api/v1/incidents", http.StatusUnprocessableEntity)); len(got) != maxTextProblems {
-			t.Errorf("30 bad labels gave %d problems, want %d", len(got), maxTextProblems)
+		if got := problemTypes(t, r.mustStatus(t, "POST /api/v1/incidents", http.StatusUnprocessableEntity)); len(got) != maxBodyProblems {
+			t.Errorf("30 bad labels gave %d problems, want %d", len(got), maxBodyProblems)
 		}
 	})
 
@@ -69,6 +70,61 @@ func TestBodyTextMustBeUnicode(t *testing.T) {
 			if inc.Title != tt.want {
 				t.Errorf("title = %q, want %q", inc.Title, tt.want)
 			}
+		})
+	}
+}
+
+// TestBodyDuplicateKeys sends objects with a key twice, which
+// encoding/json would read as the last value: a 422 naming the key, at the
+// top level, in labels, in ignored fields and at any depth. The same key in
+// two objects is no duplicate.
+func TestBodyDuplicateKeys(t *testing.T) {
+	ts := newTestServer(t)
+	many := func(last string) string { // more keys than a linear search is used for
+		var b strings.Builder
+		for i := range 40 {
+			fmt.Fprintf(&b, `"k%d":"v",`, i)
+		}
+		return `{"title":"t","severity":"low","labels":{` + b.String() + `"` + last + `":"v"}}`
+	}
+	for _, tt := range []struct {
+		name, path, body string
+		wantLoc          []string
+		wantMsg          string
+	}{
+		{"top level", "/api/v1/incidents", `{"severity":"bogus","severity":"low","title":"t"}`,
+			[]string{"body", "severity"}, `JSON decode error: duplicate key "severity"`},
+		{"escaped spelling", "/api/v1/incidents", `{"title":"t","ti\u0074le":"u","severity":"low"}`,
+			[]string{"body", "title"}, `JSON decode error: duplicate key "title"`},
+		{"labels", "/api/v1/incidents", `{"title":"t","severity":"low","labels":{"env":"prod","team":"db","env":"dev"}}`,
+			[]string{"body", "labels", "env"}, `JSON decode error: duplicate key "env"`},
+		{"many labels", "/api/v1/incidents", many("k39"),
+			[]string{"body", "labels", "k39"}, `JSON decode error: duplicate key "k39"`},
+		{"ignored field", "/api/v1/incidents", `{"title":"t","severity":"low","x":1,"x":1}`,
+			[]string{"body", "x"}, `JSON decode error: duplicate key "x"`},
+		{"in an array", "/api/v1/incidents", `{"title":"t","severity":"low","x":[{"a":1},{"b":1,"a":2,"b":3}]}`,
+			[]string{"body", "x", "1", "b"}, `JSON decode error: duplicate key "b"`},
+		{"register", "/api/v1/register", `{"username":"alice","password":"password1","username":"bob"}`,
+			[]string{"body", "username"}, `JSON decode error: duplicate key "username"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ts.request(t, "POST", tt.path, tt.body).mustStatus(t, "POST "+tt.path, http.StatusUnprocessableEntity)
+			var body struct{ Detail []fieldError }
+			r.json(t, &body)
+			want := []fieldError{{Type: "json_invalid", Loc: tt.wantLoc, Msg: tt.wantMsg}}
+			if !reflect.DeepEqual(body.Detail, want) {
+				t.Errorf("detail = %+v, want %+v", body.Detail, want)
+			}
+		})
+	}
+	for _, tt := range []struct{ name, body string }{
+		{"same key in sibling objects", `{"title":"t","severity":"low","labels":{"a":"1"},"x":{"a":1,"labels":2}}`},
+		{"same keys in objects of an array", `{"title":"t","severity":"low","x":[{"a":1,"b":2},{"b":3,"a":4},{"a":{"a":{"a":5}}}]}`},
+		{"keys differing in case", `{"title":"t","Title":"u","severity":"low"}`},
+		{"many labels", many("k40")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts.request(t, "POST", "/api/v1/incidents", tt.body).mustStatus(t, "POST /api/v1/incidents", http.StatusCreated)
 		})
 	}
 }
