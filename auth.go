@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -326,31 +328,68 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]string{"access_token": token, "token_type": "bearer"})
 }
 
-// readLogin reads the login body in either of its encodings.
+// readLogin reads the login body in any of its encodings: JSON, or an
+// OAuth2 password-flow form, urlencoded or multipart (clients send
+// either).
 func readLogin(w http.ResponseWriter, r *http.Request) (loginRequest, error) {
 	var in loginRequest
-	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mediaType == "application/x-www-form-urlencoded" {
-		body, err := readRawBody(w, r)
-		if err != nil {
+	mediaType, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mediaType != "application/x-www-form-urlencoded" && mediaType != "multipart/form-data" {
+		if err := readJSON(w, r, &in); err != nil {
 			return in, err
 		}
-		form, err := url.ParseQuery(string(body))
-		if err != nil {
-			return in, invalid(fieldError{Type: "value_error", Loc: []string{"body"}, Msg: "Value error, the form body could not be parsed"})
-		}
-		if err := invalid(badTextValues("body", form)...); err != nil {
-			return in, err
-		}
-		for field, dst := range map[string]*jsonString{"username": &in.Username, "password": &in.Password} {
-			if values, ok := form[field]; ok {
-				*dst = jsonString{Value: values[0], Present: true, IsText: true}
-			}
-		}
-	} else if err := readJSON(w, r, &in); err != nil {
+		return in, invalid(in.validate()...)
+	}
+	form, files, err := readForm(w, r, mediaType, params["boundary"])
+	if err != nil {
 		return in, err
 	}
+	for field, dst := range map[string]*jsonString{"username": &in.Username, "password": &in.Password} {
+		switch values, ok := form[field]; {
+		case ok:
+			*dst = jsonString{Value: values[0], Present: true, IsText: true}
+		case files[field]:
+			*dst = jsonString{Present: true} // a file is not a string
+		}
+	}
 	return in, invalid(in.validate()...)
+}
+
+var errBadForm = invalid(fieldError{Type: "value_error", Loc: []string{"body"}, Msg: "Value error, the form body could not be parsed"})
+
+// readForm reads a form body, urlencoded or multipart/form-data (whose
+// boundary is given), with readRawBody's limit: its values, checked by
+// badTextValues, and the names of its file fields.
+func readForm(w http.ResponseWriter, r *http.Request, mediaType, boundary string) (url.Values, map[string]bool, error) {
+	body, err := readRawBody(w, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		form  url.Values
+		files = map[string]bool{}
+	)
+	if mediaType == "multipart/form-data" {
+		if boundary == "" {
+			return nil, nil, errBadForm
+		}
+		// The whole body is in memory already, so its parts stay there.
+		mf, err := multipart.NewReader(bytes.NewReader(body), boundary).ReadForm(maxBodyBytes)
+		if err != nil {
+			return nil, nil, errBadForm
+		}
+		defer mf.RemoveAll()
+		form = url.Values(mf.Value)
+		for name := range mf.File {
+			files[name] = true
+		}
+	} else if form, err = url.ParseQuery(string(body)); err != nil {
+		return nil, nil, errBadForm
+	}
+	if err := invalid(badTextValues("body", form)...); err != nil {
+		return nil, nil, err
+	}
+	return form, files, nil
 }
 
 // handleMe handles GET /api/v1/me.
