@@ -260,11 +260,28 @@ func TestTokens(t *testing.T) {
 		}
 		return s
 	}
+	// The claims issueToken writes.
 	valid := func() jwt.MapClaims {
-		return jwt.MapClaims{"sub": strconv.FormatInt(u.ID, 10), "username": "alice", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+		return jwt.MapClaims{"sub": strconv.FormatInt(u.ID, 10), "username": "alice", "ver": u.TokenVersion, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
 	}
 	without := func(key string) jwt.MapClaims { c := valid(); delete(c, key); return c }
 	withClaim := func(key string, v any) jwt.MapClaims { c := valid(); c[key] = v; return c }
+	id := strconv.FormatInt(u.ID, 10)
+
+	// Signed with the key and only just within the rules: accepted.
+	for _, tt := range []struct {
+		name   string
+		claims jwt.MapClaims
+	}{
+		{"as issued", valid()},
+		{"iat within the clock skew", withClaim("iat", now.Add(maxTokenClockSkew).Unix())},
+		{"iat with a fraction", withClaim("iat", float64(now.Unix())+0.5)},
+		{"no username", without("username")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts.request(t, "GET", "/api/v1/me", "", bearer(sign(jwt.SigningMethodHS256, secret, tt.claims))...).mustStatus(t, "GET /api/v1/me", http.StatusOK)
+		})
+	}
 
 	for _, tt := range []struct {
 		name       string
@@ -283,6 +300,20 @@ func TestTokens(t *testing.T) {
 		{"no sub", "Bearer " + sign(jwt.SigningMethodHS256, secret, without("sub")), "Could not validate credentials"},
 		{"unknown user", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", "999999")), "Could not validate credentials"},
 		{"non-numeric sub", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", "alice")), "Could not validate credentials"},
+		// Claims issueToken never writes, though signed with the key.
+		{"sub with a plus", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", "+"+id)), "Could not validate credentials"},
+		{"sub with a leading zero", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", "0"+id)), "Could not validate credentials"},
+		{"sub with a space", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", " "+id)), "Could not validate credentials"},
+		{"sub as a decimal", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", id+".0")), "Could not validate credentials"},
+		{"sub as a number", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", u.ID)), "Could not validate credentials"},
+		{"no iat", "Bearer " + sign(jwt.SigningMethodHS256, secret, without("iat")), "Could not validate credentials"},
+		{"iat as a string", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("iat", strconv.FormatInt(now.Unix(), 10))), "Could not validate credentials"},
+		{"iat in the future", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("iat", now.Add(maxTokenClockSkew+time.Second).Unix())), "Could not validate credentials"},
+		{"iat null", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("iat", nil)), "Could not validate credentials"},
+		{"exp as a string", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("exp", strconv.FormatInt(now.Add(time.Hour).Unix(), 10))), "Could not validate credentials"},
+		{"no ver", "Bearer " + sign(jwt.SigningMethodHS256, secret, without("ver")), "Could not validate credentials"},
+		{"ver as a string", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("ver", "0")), "Could not validate credentials"},
+		{"ver with a fraction", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("ver", 0.5)), "Could not validate credentials"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := ts.request(t, "GET", "/api/v1/me", "", "Authorization", tt.header)
