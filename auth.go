@@ -395,6 +395,7 @@ func readLogin(w http.ResponseWriter, r *http.Request) (loginRequest, error) {
 	return in, invalid(in.validate()...)
 }
 
+// errBadForm is the 422 for a form body that cannot be parsed.
 var errBadForm = invalid(fieldError{Type: "value_error", Loc: []string{"body"}, Msg: "Value error, the form body could not be parsed"})
 
 // readForm reads a form body, urlencoded or multipart/form-data (whose

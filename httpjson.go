@@ -306,6 +306,7 @@ func (f *jsonFrame) seen(key string) bool {
 	return false
 }
 
+// at is the frame's part of a loc: the key or index being read.
 func (f *jsonFrame) at() string {
 	if f.object {
 		return f.key
@@ -313,6 +314,7 @@ func (f *jsonFrame) at() string {
 	return strconv.Itoa(f.index)
 }
 
+// next moves the frame past the value it was reading.
 func (f *jsonFrame) next() {
 	if f.object {
 		f.wantKey = true

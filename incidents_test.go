@@ -534,7 +534,8 @@ func TestNoInternalsInErrors(t *testing.T) {
 func TestListTimeOffsets(t *testing.T) {
 	ts := newTestServer(t)
 	inc := ts.createIncident(t, "disk full", "low")
-	in := func(offset time.Duration, d time.Duration) string {
+	// in is the incident's creation time moved by d, written with offset.
+	in := func(offset, d time.Duration) string {
 		zone := time.FixedZone("", int(offset.Seconds()))
 		return url.QueryEscape(inc.CreatedAt.Add(d).In(zone).Format(time.RFC3339Nano))
 	}
