@@ -8,7 +8,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -176,9 +175,10 @@ var (
 	errBadTicket       = &httpError{status: http.StatusUnauthorized, detail: "Invalid or expired stream ticket"}
 )
 
-// principalOfJWT checks an access token: only the configured algorithm, exp
-// required, the user still there and enabled, and the token issued since the
-// user's last password change.
+// principalOfJWT checks an access token: only the configured algorithm,
+// only the claims issueToken writes (tokenClaims' UnmarshalJSON and
+// userID), the user still there and enabled, and the token issued since
+// the user's last password change.
 func (s *server) principalOfJWT(r *http.Request, token string) (principal, error) {
 	var claims tokenClaims
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return s.cfg.secretKey, nil },
@@ -192,9 +192,9 @@ func (s *server) principalOfJWT(r *http.Request, token string) (principal, error
 	if err != nil {
 		return principal{}, errBadCredentials
 	}
-	id, err := strconv.ParseInt(claims.Subject, 10, 64)
+	id, err := claims.userID(s.now())
 	if err != nil {
-		return principal{}, errBadCredentials
+		return principal{}, err
 	}
 	u, err := s.store.UserByID(r.Context(), id)
 	switch {

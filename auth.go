@@ -1,19 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -162,9 +166,47 @@ func parsePHC(encoded string) (prm argonParams, salt, key []byte, ok bool) {
 type tokenClaims struct {
 	Username string `json:"username"`
 	// Version is the user's token version when the token was issued; a
-	// password change bumps it. Tokens from before roles have none: 0.
+	// password change bumps it.
 	Version int64 `json:"ver"`
 	jwt.RegisteredClaims
+}
+
+// maxTokenClockSkew is how far past now a token's iat may be: replicas
+// that share the key may have clocks a little apart.
+const maxTokenClockSkew = time.Minute
+
+// UnmarshalJSON reads the claims of a token, refusing one whose exp, iat
+// or ver is missing or not a JSON number: issueToken writes all three as
+// numbers, and jwt.NumericDate would also read a string ("exp":
+// "1714568400").
+func (c *tokenClaims) UnmarshalJSON(b []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return err
+	}
+	for _, name := range []string{"exp", "iat", "ver"} {
+		if v := raw[name]; len(v) == 0 || v[0] != '-' && (v[0] < '0' || v[0] > '9') {
+			return fmt.Errorf("token claim %s: not a number", name)
+		}
+	}
+	type plain tokenClaims // without this method
+	return json.Unmarshal(b, (*plain)(c))
+}
+
+// userID checks the claims jwt's parser leaves alone and returns the
+// user the token is for. It refuses what issueToken never writes: a sub
+// that is not a user id in canonical decimal ("+1", "01", " 1" and "1.0"
+// are not), and an iat more than maxTokenClockSkew after now. Such a
+// token was not issued by this server, even if signed with its key.
+func (c tokenClaims) userID(now time.Time) (int64, error) {
+	id, err := strconv.ParseInt(c.Subject, 10, 64)
+	if err != nil || strconv.FormatInt(id, 10) != c.Subject {
+		return 0, errBadCredentials
+	}
+	if c.IssuedAt == nil || c.IssuedAt.After(now.Add(maxTokenClockSkew)) {
+		return 0, errBadCredentials
+	}
+	return id, nil
 }
 
 // issueToken signs an access token for u.
@@ -326,31 +368,69 @@ func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, map[string]string{"access_token": token, "token_type": "bearer"})
 }
 
-// readLogin reads the login body in either of its encodings.
+// readLogin reads the login body in any of its encodings: JSON, or an
+// OAuth2 password-flow form, urlencoded or multipart (clients send
+// either).
 func readLogin(w http.ResponseWriter, r *http.Request) (loginRequest, error) {
 	var in loginRequest
-	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mediaType == "application/x-www-form-urlencoded" {
-		body, err := readRawBody(w, r)
-		if err != nil {
+	mediaType, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mediaType != "application/x-www-form-urlencoded" && mediaType != "multipart/form-data" {
+		if err := readJSON(w, r, &in); err != nil {
 			return in, err
 		}
-		form, err := url.ParseQuery(string(body))
-		if err != nil {
-			return in, invalid(fieldError{Type: "value_error", Loc: []string{"body"}, Msg: "Value error, the form body could not be parsed"})
-		}
-		if err := invalid(badTextValues("body", form)...); err != nil {
-			return in, err
-		}
-		for field, dst := range map[string]*jsonString{"username": &in.Username, "password": &in.Password} {
-			if values, ok := form[field]; ok {
-				*dst = jsonString{Value: values[0], Present: true, IsText: true}
-			}
-		}
-	} else if err := readJSON(w, r, &in); err != nil {
+		return in, invalid(in.validate()...)
+	}
+	form, files, err := readForm(w, r, mediaType, params["boundary"])
+	if err != nil {
 		return in, err
 	}
+	for field, dst := range map[string]*jsonString{"username": &in.Username, "password": &in.Password} {
+		switch values, ok := form[field]; {
+		case ok:
+			*dst = jsonString{Value: values[0], Present: true, IsText: true}
+		case files[field]:
+			*dst = jsonString{Present: true} // a file is not a string
+		}
+	}
 	return in, invalid(in.validate()...)
+}
+
+// errBadForm is the 422 for a form body that cannot be parsed.
+var errBadForm = invalid(fieldError{Type: "value_error", Loc: []string{"body"}, Msg: "Value error, the form body could not be parsed"})
+
+// readForm reads a form body, urlencoded or multipart/form-data (whose
+// boundary is given), with readRawBody's limit: its values, checked by
+// badTextValues, and the names of its file fields.
+func readForm(w http.ResponseWriter, r *http.Request, mediaType, boundary string) (url.Values, map[string]bool, error) {
+	body, err := readRawBody(w, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		form  url.Values
+		files = map[string]bool{}
+	)
+	if mediaType == "multipart/form-data" {
+		if boundary == "" {
+			return nil, nil, errBadForm
+		}
+		// The whole body is in memory already, so its parts stay there.
+		mf, err := multipart.NewReader(bytes.NewReader(body), boundary).ReadForm(maxBodyBytes)
+		if err != nil {
+			return nil, nil, errBadForm
+		}
+		defer mf.RemoveAll()
+		form = url.Values(mf.Value)
+		for name := range mf.File {
+			files[name] = true
+		}
+	} else if form, err = url.ParseQuery(string(body)); err != nil {
+		return nil, nil, errBadForm
+	}
+	if err := invalid(badTextValues("body", form)...); err != nil {
+		return nil, nil, err
+	}
+	return form, files, nil
 }
 
 // handleMe handles GET /api/v1/me.

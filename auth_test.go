@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"reflect"
 	"runtime"
@@ -258,11 +260,28 @@ func TestTokens(t *testing.T) {
 		}
 		return s
 	}
+	// The claims issueToken writes.
 	valid := func() jwt.MapClaims {
-		return jwt.MapClaims{"sub": strconv.FormatInt(u.ID, 10), "username": "alice", "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+		return jwt.MapClaims{"sub": strconv.FormatInt(u.ID, 10), "username": "alice", "ver": u.TokenVersion, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
 	}
 	without := func(key string) jwt.MapClaims { c := valid(); delete(c, key); return c }
 	withClaim := func(key string, v any) jwt.MapClaims { c := valid(); c[key] = v; return c }
+	id := strconv.FormatInt(u.ID, 10)
+
+	// Signed with the key and only just within the rules: accepted.
+	for _, tt := range []struct {
+		name   string
+		claims jwt.MapClaims
+	}{
+		{"as issued", valid()},
+		{"iat within the clock skew", withClaim("iat", now.Add(maxTokenClockSkew).Unix())},
+		{"iat with a fraction", withClaim("iat", float64(now.Unix())+0.5)},
+		{"no username", without("username")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts.request(t, "GET", "/api/v1/me", "", bearer(sign(jwt.SigningMethodHS256, secret, tt.claims))...).mustStatus(t, "GET /api/v1/me", http.StatusOK)
+		})
+	}
 
 	for _, tt := range []struct {
 		name       string
@@ -281,6 +300,20 @@ func TestTokens(t *testing.T) {
 		{"no sub", "Bearer " + sign(jwt.SigningMethodHS256, secret, without("sub")), "Could not validate credentials"},
 		{"unknown user", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", "999999")), "Could not validate credentials"},
 		{"non-numeric sub", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", "alice")), "Could not validate credentials"},
+		// Claims issueToken never writes, though signed with the key.
+		{"sub with a plus", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", "+"+id)), "Could not validate credentials"},
+		{"sub with a leading zero", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", "0"+id)), "Could not validate credentials"},
+		{"sub with a space", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", " "+id)), "Could not validate credentials"},
+		{"sub as a decimal", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", id+".0")), "Could not validate credentials"},
+		{"sub as a number", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("sub", u.ID)), "Could not validate credentials"},
+		{"no iat", "Bearer " + sign(jwt.SigningMethodHS256, secret, without("iat")), "Could not validate credentials"},
+		{"iat as a string", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("iat", strconv.FormatInt(now.Unix(), 10))), "Could not validate credentials"},
+		{"iat in the future", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("iat", now.Add(maxTokenClockSkew+time.Second).Unix())), "Could not validate credentials"},
+		{"iat null", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("iat", nil)), "Could not validate credentials"},
+		{"exp as a string", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("exp", strconv.FormatInt(now.Add(time.Hour).Unix(), 10))), "Could not validate credentials"},
+		{"no ver", "Bearer " + sign(jwt.SigningMethodHS256, secret, without("ver")), "Could not validate credentials"},
+		{"ver as a string", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("ver", "0")), "Could not validate credentials"},
+		{"ver with a fraction", "Bearer " + sign(jwt.SigningMethodHS256, secret, withClaim("ver", 0.5)), "Could not validate credentials"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := ts.request(t, "GET", "/api/v1/me", "", "Authorization", tt.header)
@@ -371,4 +404,91 @@ func TestPasswords(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLoginMultipart logs in with a multipart/form-data body, as some
+// OAuth2 password-flow clients send it: the same fields, limit and
+// validation as the urlencoded form.
+func TestLoginMultipart(t *testing.T) {
+	ts := newTestServer(t)
+	ts.register(t, "admin", "admin123")
+	type part struct{ name, value, filename string }
+	form := func(parts ...part) (string, string) {
+		var b bytes.Buffer
+		mw := multipart.NewWriter(&b)
+		for _, p := range parts {
+			var pw io.Writer
+			var err error
+			if p.filename != "" {
+				pw, err = mw.CreateFormFile(p.name, p.filename)
+			} else {
+				pw, err = mw.CreateFormField(p.name)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.WriteString(pw, p.value)
+		}
+		mw.Close()
+		return mw.FormDataContentType(), b.String()
+	}
+
+	t.Run("OAuth2 password grant", func(t *testing.T) {
+		contentType, body := form(part{"grant_type", "password", ""}, part{"username", "admin", ""},
+			part{"password", "admin123", ""}, part{"scope", "", ""}, part{"username", "ignored", ""})
+		r := ts.request(t, "POST", "/api/v1/login", body, "Content-Type", contentType).mustStatus(t, "multipart login", http.StatusOK)
+		var tok map[string]string
+		r.json(t, &tok)
+		if tok["token_type"] != "bearer" || tok["access_token"] == "" {
+			t.Fatalf("login body = %v, want a bearer token", tok)
+		}
+		var me map[string]any
+		ts.request(t, "GET", "/api/v1/me", "", bearer(tok["access_token"])...).mustStatus(t, "me", http.StatusOK).json(t, &me)
+		if me["username"] != "admin" {
+			t.Errorf("me = %v, want username admin", me)
+		}
+	})
+
+	t.Run("wrong password", func(t *testing.T) {
+		contentType, body := form(part{"username", "admin", ""}, part{"password", "admin124", ""})
+		r := ts.request(t, "POST", "/api/v1/login", body, "Content-Type", contentType).mustStatus(t, "multipart login", http.StatusUnauthorized)
+		if d := r.detail(t); d != "Incorrect username or password" {
+			t.Errorf("detail = %v, want Incorrect username or password", d)
+		}
+	})
+
+	for _, tt := range []struct {
+		name      string
+		parts     []part
+		wantTypes []string
+	}{
+		{"missing username", []part{{"password", "admin123", ""}}, []string{"missing@body.username"}},
+		{"nothing", nil, []string{"missing@body.username", "missing@body.password"}},
+		{"username as a file", []part{{"username", "admin", "name.txt"}, {"password", "admin123", ""}}, []string{"string_type@body.username"}},
+		{"invalid UTF-8", []part{{"username", "adm\xffin", ""}, {"password", "admin123", ""}}, []string{"string_unicode@body.username"}},
+		{"NUL", []part{{"username", "admin", ""}, {"password", "admin\x00123", ""}}, []string{"string_unicode@body.password"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			contentType, body := form(tt.parts...)
+			ts.request(t, "POST", "/api/v1/login", body, "Content-Type", contentType).mustProblems(t, "multipart login", tt.wantTypes...)
+		})
+	}
+
+	for _, tt := range []struct{ name, contentType, body string }{
+		{"no boundary", "multipart/form-data", "--x\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nadmin\r\n--x--\r\n"},
+		{"another boundary", "multipart/form-data; boundary=y", "--x\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nadmin\r\n--x--\r\n"},
+		{"cut short", "multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nadmin"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts.request(t, "POST", "/api/v1/login", tt.body, "Content-Type", tt.contentType).mustProblems(t, "multipart login", "value_error@body")
+		})
+	}
+
+	t.Run("over 1 MiB", func(t *testing.T) {
+		contentType, body := form(part{"username", "admin", ""}, part{"password", strings.Repeat("x", maxBodyBytes), ""})
+		r := ts.request(t, "POST", "/api/v1/login", body, "Content-Type", contentType).mustStatus(t, "multipart login", http.StatusRequestEntityTooLarge)
+		if d := r.detail(t); d != "Request body too large" {
+			t.Errorf("detail = %v, want Request body too large", d)
+		}
+	})
 }

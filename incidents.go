@@ -225,11 +225,11 @@ func decodeCursor(raw string, sort incidentSort) (*sortKey, *fieldError) {
 func (k *sortKey) canonical(sort incidentSort) bool {
 	switch strings.TrimPrefix(sort.name, "-") {
 	case "created_at", "updated_at":
-		t, err := time.Parse(time.RFC3339Nano, k.Key)
-		if err != nil || t.UTC().Year() < 1 || t.UTC().Year() > 9999 {
+		t, ok := parseClientTime(k.Key)
+		if !ok {
 			return false
 		}
-		k.Key = t.UTC().Format(time.RFC3339Nano)
+		k.Key = t.Format(time.RFC3339Nano)
 	case "severity":
 		rank, err := strconv.Atoi(k.Key)
 		return err == nil && rank >= 1 && rank <= len(severities)
@@ -337,17 +337,39 @@ func queryInt(problems []fieldError, q url.Values, name string, def, min, max in
 	return n, problems
 }
 
-// queryTime reads an RFC 3339 time query parameter.
+// queryTime reads an RFC 3339 time query parameter, in UTC.
 func queryTime(problems []fieldError, q url.Values, name string) (*time.Time, []fieldError) {
 	v := q.Get(name)
 	if v == "" {
 		return nil, problems
 	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		return nil, append(problems, fieldError{Type: "datetime_parsing", Loc: []string{"query", name}, Msg: "Input should be a valid datetime in RFC 3339 format, such as 2026-11-26T21:58:00Z"})
+	t, ok := parseClientTime(v)
+	if !ok {
+		return nil, append(problems, fieldError{Type: "datetime_parsing", Loc: []string{"query", name}, Msg: msgClientTime})
 	}
 	return &t, problems
+}
+
+// msgClientTime is the message of a time parseClientTime refuses.
+const msgClientTime = "Input should be a valid datetime in RFC 3339 format, such as 2026-11-26T21:58:00Z, in the years 0001 to 9999 in UTC"
+
+// parseClientTime reads a time a client sent, in RFC 3339, and returns it
+// in UTC. It is the one parser of client times: PostgreSQL refuses an
+// offset of 16 hours or more ("time zone displacement out of range"), which
+// Go accepts, so the time goes to the database in UTC; and a time whose UTC
+// year is outside 1 to 9999 (0001-01-01T00:00:00+01:00 is in year 0) is
+// refused: the API writes no time outside those years, and year 0 and
+// before are BC dates to PostgreSQL.
+func parseClientTime(v string) (time.Time, bool) {
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, false
+	}
+	t = t.UTC()
+	if t.Year() < 1 || t.Year() > 9999 {
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 func cloneQuery(q url.Values) url.Values {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"reflect"
 	"regexp"
 	"sort"
@@ -524,5 +525,53 @@ func TestNoInternalsInErrors(t *testing.T) {
 	r := ts.request(t, "GET", "/api/v1/incidents", "").mustStatus(t, "broken table", http.StatusInternalServerError)
 	if d := r.detail(t); d != "Internal Server Error" || bytes.Contains(r.body, []byte("title")) {
 		t.Errorf("500 body = %s, want only the generic detail", r.body)
+	}
+}
+
+// TestListTimeOffsets sends since and until with offsets PostgreSQL would
+// refuse (16 hours or more) and times outside the years it and the API
+// keep: the first are read in UTC, the second are a 422, never a 500.
+func TestListTimeOffsets(t *testing.T) {
+	ts := newTestServer(t)
+	inc := ts.createIncident(t, "disk full", "low")
+	// in is the incident's creation time moved by d, written with offset.
+	in := func(offset, d time.Duration) string {
+		zone := time.FixedZone("", int(offset.Seconds()))
+		return url.QueryEscape(inc.CreatedAt.Add(d).In(zone).Format(time.RFC3339Nano))
+	}
+	for _, tt := range []struct {
+		name  string
+		query string
+		want  int // incidents listed
+	}{
+		{"since +16:00 before it", "since=" + in(16*time.Hour, -time.Minute), 1},
+		{"since +23:59 after it", "since=" + in(23*time.Hour+59*time.Minute, time.Minute), 0},
+		{"until -20:00 after it", "until=" + in(-20*time.Hour, time.Minute), 1},
+		{"until -16:00 at it", "until=" + in(-16*time.Hour, 0), 0},
+		{"since +16:00 long ago", "since=2026-01-01T00:00:00%2B16:00", 1},
+		{"until -20:00 long ago", "until=2026-01-01T00:00:00-20:00", 0},
+		{"since the first instant", "since=0001-01-01T00:00:00Z", 1},
+		{"until the last instant", "until=9999-12-31T23:59:59.999999Z", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var list []incident
+			ts.request(t, "GET", "/api/v1/incidents?"+tt.query, "").mustStatus(t, "GET ?"+tt.query, http.StatusOK).json(t, &list)
+			if len(list) != tt.want {
+				t.Errorf("GET ?%s listed %d incidents, want %d", tt.query, len(list), tt.want)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		query    string
+		wantType string
+	}{
+		{"since=9999-12-31T23:59:59-23:59", "datetime_parsing@query.since"},   // year 10000 in UTC
+		{"until=0001-01-01T00:00:00%2B01:00", "datetime_parsing@query.until"}, // year 0 in UTC
+		{"since=0000-06-01T00:00:00Z", "datetime_parsing@query.since"},
+		{"sort=created_at&cursor=" + editedCursor("created_at", "0001-01-01T00:00:00+01:00"), "value_error@query.cursor"},
+	} {
+		t.Run(tt.query, func(t *testing.T) {
+			ts.request(t, "GET", "/api/v1/incidents?"+tt.query, "").mustProblems(t, "GET ?"+tt.query, tt.wantType)
+		})
 	}
 }

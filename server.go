@@ -120,9 +120,9 @@ func (s *server) routeList() []route {
 func (s *server) routes() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range s.routeList() {
-		mux.Handle(rt.pattern, s.handle(rt))
+		mux.Handle(rt.pattern, routeHandler{s.handle(rt)})
 	}
-	return bodyDeadline(s.logRequests(s.recoverPanics(securityHeaders(s.cors(jsonMuxErrors(mux))))))
+	return bodyDeadline(s.logRequests(s.recoverPanics(securityHeaders(s.cors(limitBody(jsonMuxErrors(mux)))))))
 }
 
 // bodyReadTimeout bounds how long a request body may take to arrive, so a
@@ -140,6 +140,26 @@ func bodyDeadline(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength != 0 {
 			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyReadTimeout))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// limitBody answers a request whose Content-Length is over maxBodyBytes
+// with a 413 at once, before the body arrives, whatever the route: else the
+// answer waits for the handler to read maxBodyBytes, which a client that
+// declares more and sends nothing makes bodyReadTimeout, or for the route
+// to fail on something else. It sits inside cors, so a cross-origin caller
+// can read the 413. A chunked body declares no length: readRawBody's limit
+// stops it as it comes.
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxBodyBytes {
+			// The body is left unread, so the connection cannot carry
+			// another request.
+			w.Header().Set("Connection", "close")
+			writeError(w, r, errBodyTooLarge)
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -169,25 +189,38 @@ func (s *server) handle(rt route) http.Handler {
 	})
 }
 
-// jsonMuxErrors answers the mux's own 404 and 405 in the API's JSON error
-// shape instead of plain text, keeping the Allow header of a 405.
+// routeHandler marks the handler of a route, so jsonMuxErrors can tell it
+// from an answer the mux makes itself.
+type routeHandler struct{ http.Handler }
+
+// jsonMuxErrors answers what the mux answers itself in the API's JSON error
+// shape instead of plain text: a 404, a 405 (keeping its Allow header), and
+// the empty 400 for a request target of "*" (OPTIONS * is net/http's own).
+//
+// A path the mux would redirect to its clean form (//api/v1/incidents,
+// /api/v1/./incidents) is a 404 too, not a redirect: the original service
+// matched the path as sent and answered 404, as API clients expect of a
+// path the API does not list; such a path is a bug in the client's URL
+// building, which a redirect would hide; and not every client follows a
+// 307 with the same method, body and Authorization header.
 func jsonMuxErrors(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h, pattern := mux.Handler(r)
-		if pattern != "" {
-			mux.ServeHTTP(w, r)
+		if r.RequestURI == "*" {
+			writeError(w, r, &httpError{status: http.StatusBadRequest, detail: "Bad Request"})
+			return
+		}
+		h, _ := mux.Handler(r)
+		if _, ok := h.(routeHandler); ok {
+			mux.ServeHTTP(w, r) // sets the pattern and path values
 			return
 		}
 		rec := &headerRecorder{header: http.Header{}}
 		h.ServeHTTP(rec, r)
-		switch rec.status {
-		case http.StatusNotFound:
-			writeError(w, r, &httpError{status: http.StatusNotFound, detail: "Not Found"})
-		case http.StatusMethodNotAllowed:
+		if rec.status == http.StatusMethodNotAllowed {
 			writeError(w, r, &httpError{status: http.StatusMethodNotAllowed, detail: "Method Not Allowed", header: http.Header{"Allow": rec.header.Values("Allow")}})
-		default: // a redirect to the canonical path
-			h.ServeHTTP(w, r)
+			return
 		}
+		writeError(w, r, &httpError{status: http.StatusNotFound, detail: "Not Found"})
 	})
 }
 
