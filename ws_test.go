@@ -134,9 +134,15 @@ func (c *rawWS) readFrame(timeout time.Duration) (opcode byte, payload []byte, e
 	return h[0] & 0x0f, payload, nil
 }
 
-// writeFrame sends one masked frame, as clients must.
+// writeFrame sends one masked final frame, as clients must.
 func (c *rawWS) writeFrame(opcode byte, payload []byte) error {
-	b := []byte{0x80 | opcode}
+	return c.writeFrameHeader(0x80|opcode, payload)
+}
+
+// writeFrameHeader sends one masked frame whose first byte (FIN, RSV bits,
+// opcode) is first.
+func (c *rawWS) writeFrameHeader(first byte, payload []byte) error {
+	b := []byte{first}
 	switch n := len(payload); {
 	case n < 126:
 		b = append(b, 0x80|byte(n))
@@ -1221,5 +1227,73 @@ func TestStreamHistoryUnavailable(t *testing.T) {
 	}
 	if ev, ok := sse.next(t); ok {
 		t.Errorf("SSE went on after its close event: %+v", ev)
+	}
+}
+
+// wsFrame frames as RFC 6455 section 5.2 says a server must: FIN set, no
+// RSV bits, unmasked, and the payload length in the shortest of its three
+// encodings. The test's own reader (written from the RFC) reads them back.
+func TestWSFrameMatchesRFC6455(t *testing.T) {
+	for _, tt := range []struct {
+		size       int
+		wantHeader []byte // after the first byte
+	}{
+		{0, []byte{0}},
+		{125, []byte{125}},
+		{126, []byte{126, 0, 126}},
+		{0xFFFF, []byte{126, 0xFF, 0xFF}},
+		{0x10000, []byte{127, 0, 0, 0, 0, 0, 1, 0, 0}},
+	} {
+		payload := bytes.Repeat([]byte("é"), tt.size/2)
+		payload = append(payload, bytes.Repeat([]byte("x"), tt.size%2)...)
+		frame := wsFrame(wsOpText, payload)
+		if frame[0] != 0x81 || !bytes.Equal(frame[1:1+len(tt.wantHeader)], tt.wantHeader) || len(frame) != 1+len(tt.wantHeader)+tt.size {
+			t.Errorf("wsFrame of %d bytes: header % x, length %d; want 81 % x, length %d",
+				tt.size, frame[:min(len(frame), 10)], len(frame), tt.wantHeader, 1+len(tt.wantHeader)+tt.size)
+		}
+		server, client := net.Pipe()
+		go func() { server.Write(frame); server.Close() }()
+		c := &rawWS{conn: client, br: bufio.NewReader(client)}
+		op, got, err := c.readFrame(5 * time.Second)
+		if err != nil || op != wsOpText || !bytes.Equal(got, payload) {
+			t.Errorf("reading back %d bytes: opcode %d, %d bytes, %v; want the text frame", tt.size, op, len(got), err)
+		}
+		client.Close()
+	}
+}
+
+// A client frame that breaks RFC 6455 where the library shows it (a
+// reserved opcode, a text frame that is not UTF-8) closes that connection
+// with the code RFC 6455 names; a text message split inside a character
+// over two frames is fine.
+func TestWSClientProtocolErrors(t *testing.T) {
+	ts := newTestServer(t)
+	for _, tt := range []struct {
+		name   string
+		frames [][]byte // a first header byte, then the payload
+		want   int
+	}{
+		{"reserved data opcode", [][]byte{{0x83}, []byte("x")}, closeProtocol},
+		{"reserved control opcode", [][]byte{{0x8B}, nil}, closeProtocol},
+		{"text not UTF-8", [][]byte{{0x81}, []byte("caf\xe9 au lait")}, closeInvalidData},
+		{"lone surrogate", [][]byte{{0x81}, []byte("\xed\xa0\x80")}, closeInvalidData},
+		{"character split over frames", [][]byte{{0x01}, []byte("caf\xc3"), {0x80}, []byte("\xa9 au lait")}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, hello := mustDial(t, ts, "/api/v1/ws")
+			for i := 0; i < len(tt.frames); i += 2 {
+				c.writeFrameHeader(tt.frames[i][0], tt.frames[i+1])
+			}
+			if tt.want != 0 {
+				if code, _ := c.readClose(t, 5*time.Second); code != tt.want {
+					t.Errorf("close code %d, want %d", code, tt.want)
+				}
+				return
+			}
+			inc := ts.createIncident(t, "still open", "low")
+			if m := c.readMessage(t); m.Seq <= hello || m.Type != "added" {
+				t.Errorf("after a split character: %+v, want the next event (incident %d)", m, inc.ID)
+			}
+		})
 	}
 }

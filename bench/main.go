@@ -220,6 +220,8 @@ type tracker struct {
 	// posted holds, per slot, when the POST response for that incident
 	// arrived, in nanoseconds since t0 (monotonic); 0 while unknown.
 	posted []atomic.Int64
+	// sent holds, per slot, when that incident's POST started.
+	sent []atomic.Int64
 	// delivered counts first receipts of ids in the window, for the
 	// straggler wait.
 	delivered atomic.Int64
@@ -488,7 +490,8 @@ type result struct {
 	beforeResponse  int
 	outsideWindow   int
 	fallbacks       int
-	delays          []uint32 // µs, sorted
+	delays          []uint32 // µs from the POST response, sorted
+	delaysFromStart []uint32 // µs from the POST start, sorted
 	// firstDelays and lastDelays are, per event, the delay to its first and
 	// to its last subscriber (µs, sorted): the server's path from commit to
 	// fan-out, and the fan-out itself.
@@ -537,7 +540,7 @@ func runFanout(o options) (*result, error) {
 	tr.base = base
 	// Room for this run's incidents and as many again from other writers.
 	window := 2*r.postTarget + 1024
-	tr.posted = make([]atomic.Int64, window)
+	tr.posted, tr.sent = make([]atomic.Int64, window), make([]atomic.Int64, window)
 
 	r.rss[0] = readRSS(o.pid)
 	logf(tr, "server RSS before subscribers: %s", kib(r.rss[0]))
@@ -754,6 +757,7 @@ func runLoad(o options, tr *tracker, r *result, client *http.Client) {
 					}
 					slot := tr.slot(id)
 					if slot >= 0 {
+						tr.sent[slot].Store(start)
 						tr.posted[slot].Store(arrived)
 					}
 					mu.Lock()
@@ -832,6 +836,10 @@ func (r *result) analyze(tr *tracker, subs []*subscriber, loadStart int64) {
 		total += len(s.delays) + len(s.early)
 	}
 	r.delays = make([]uint32, 0, total)
+	r.delaysFromStart = make([]uint32, 0, total)
+	fromStart := func(slot int32, fromResponse uint32) uint32 {
+		return fromResponse + micros(tr.posted[slot].Load()-tr.sent[slot].Load())
+	}
 	var lastAt int64
 	first, last := make([]uint32, len(tr.posted)), make([]uint32, len(tr.posted))
 	for i := range first {
@@ -854,6 +862,7 @@ func (r *result) analyze(tr *tracker, subs []*subscriber, loadStart int64) {
 		r.delays = append(r.delays, s.delays...)
 		for i, d := range s.delays {
 			event(int(s.slots[i]), d)
+			r.delaysFromStart = append(r.delaysFromStart, fromStart(s.slots[i], d))
 		}
 		for _, e := range s.early {
 			p := tr.posted[e.slot].Load()
@@ -865,6 +874,7 @@ func (r *result) analyze(tr *tracker, subs []*subscriber, loadStart int64) {
 			}
 			r.delays = append(r.delays, micros(e.at-p))
 			event(int(e.slot), micros(e.at-p))
+			r.delaysFromStart = append(r.delaysFromStart, micros(e.at-tr.sent[e.slot].Load()))
 		}
 		r.duplicates += s.duplicates
 		r.outOfOrder += s.outOfOrder
@@ -881,6 +891,7 @@ func (r *result) analyze(tr *tracker, subs []*subscriber, loadStart int64) {
 	slices.Sort(r.firstDelays)
 	slices.Sort(r.lastDelays)
 	slices.Sort(r.delays)
+	slices.Sort(r.delaysFromStart)
 	slices.Sort(r.postLatency)
 	r.deliveryTime = time.Duration(lastAt - loadStart)
 }
@@ -925,6 +936,8 @@ func (r *result) print(w io.Writer) {
 	line("delay_p99", "%s ms", ms(pct(r.delays, 0.99)))
 	line("delay_p99.9", "%s ms", ms(pct(r.delays, 0.999)))
 	line("delay_max", "%s ms", ms(pct(r.delays, 1)))
+	line("delay_from_post_start", "p50 %s ms, p99 %s ms, max %s ms (the same deliveries, from when each POST was sent)",
+		ms(pct(r.delaysFromStart, 0.5)), ms(pct(r.delaysFromStart, 0.99)), ms(pct(r.delaysFromStart, 1)))
 	spread := func(d []uint32) string {
 		return fmt.Sprintf("p50 %s ms, p99 %s ms, max %s ms", ms(pct(d, 0.5)), ms(pct(d, 0.99)), ms(pct(d, 1)))
 	}
@@ -936,6 +949,10 @@ func (r *result) print(w io.Writer) {
 	line("client_cpu", "%.0f%% of one core (load phase, %s)", r.clientCPU, r.loadTime.Round(time.Millisecond))
 	if r.serverCPU >= 0 {
 		line("server_cpu", "%.0f%% of one core (load phase, without PostgreSQL)", r.serverCPU)
+		if r.received > 0 {
+			line("server_cpu_per_delivery", "%.1f µs (server CPU time in the load phase / received deliveries)",
+				r.serverCPU/100*r.loadTime.Seconds()*1e6/float64(r.received))
+		}
 	}
 	if r.machineBusy >= 0 {
 		line("machine_cpu_busy", "%.0f%% of %d cores (load phase, every process)", r.machineBusy, runtime.NumCPU())

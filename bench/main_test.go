@@ -37,16 +37,18 @@ func TestDecodeEvent(t *testing.T) {
 // analyze reports, per event, the delay to its first and to its last
 // subscriber, counting one that arrived before its POST response as 0.
 func TestAnalyzePerEventDelays(t *testing.T) {
-	tr := &tracker{base: 100, posted: make([]atomic.Int64, 3)}
+	tr := &tracker{base: 100, posted: make([]atomic.Int64, 3), sent: make([]atomic.Int64, 3)}
 	const ms = int64(time.Millisecond)
 	added := func(id int64) []byte {
 		return fmt.Appendf(nil, `{"type":"added","seq":%d,"data":{"id":%d}}`, id-100, id)
 	}
 	a, b := &subscriber{seen: make([]uint64, 1)}, &subscriber{seen: make([]uint64, 1)}
+	tr.sent[0].Store(ms / 2)
 	tr.posted[0].Store(1 * ms)
 	a.receive(added(101), 4*ms, tr)
 	b.receive(added(101), 8*ms, tr)
 	a.receive(added(102), 1*ms, tr) // before the POST response is known
+	tr.sent[1].Store(1 * ms)
 	tr.posted[1].Store(2 * ms)
 	b.receive(added(102), 7*ms, tr)
 	// Slot 2 was never posted: nothing to report for it.
@@ -61,5 +63,8 @@ func TestAnalyzePerEventDelays(t *testing.T) {
 	}
 	if want := []uint32{5000, 7000}; !slices.Equal(r.lastDelays, want) {
 		t.Errorf("last deliveries = %v µs, want %v", r.lastDelays, want)
+	}
+	if want := []uint32{0, 3500, 6000, 7500}; !slices.Equal(r.delaysFromStart, want) {
+		t.Errorf("delays from the POST start = %v µs, want %v", r.delaysFromStart, want)
 	}
 }
