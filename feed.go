@@ -64,7 +64,7 @@ type gap struct {
 
 func newEventFeed(st *store, h *hub, logger *slog.Logger, dsn string) *eventFeed {
 	return &eventFeed{store: st, hub: h, log: logger, dsn: dsn,
-		gapPoll: 25 * time.Millisecond, gapMaxWait: 10 * time.Second, pollInterval: 2 * time.Second}
+		gapPoll: 50 * time.Millisecond, gapMaxWait: 10 * time.Second, pollInterval: 2 * time.Second}
 }
 
 // start positions the feed at the newest event: live subscribers get what

@@ -17,7 +17,7 @@ const (
 	// defaultLogEvents and defaultLogBytes bound the log of recent events.
 	// A subscriber whose cursor falls out of it reads the table instead.
 	defaultLogEvents = 4096
-	defaultLogBytes  = 32 << 20
+	defaultLogBytes  = 16 << 20
 	// defaultStreamWriteTimeout bounds every write to a subscriber.
 	defaultStreamWriteTimeout = 10 * time.Second
 	// defaultCatchUpPages is how many pages of history a live subscriber

@@ -532,7 +532,9 @@ func openSSE(t *testing.T, ts *testServer, path string, headers ...string) *sseC
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("GET %s = %d %q, want 200 text/event-stream", path, resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	return &sseClient{resp: resp, sc: bufio.NewScanner(resp.Body)}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 4<<20) // an event's data line can be large
+	return &sseClient{resp: resp, sc: sc}
 }
 
 // next returns the next event, skipping comments; ok is false at the end.
@@ -1295,5 +1297,31 @@ func TestWSClientProtocolErrors(t *testing.T) {
 				t.Errorf("after a split character: %+v, want the next event (incident %d)", m, inc.ID)
 			}
 		})
+	}
+}
+
+// A replay that starts in the table and ends in the event log, with events
+// large enough that both are read and written in several pieces, delivers
+// every event once and in order, on both transports.
+func TestReplayFromTableIntoLog(t *testing.T) {
+	ts := newTestServer(t, func(c *config) { c.rateLimits = false })
+	limitLog(ts.srv.hub, 20)
+	const n = 60
+	for i := range n {
+		ts.request(t, "POST", "/api/v1/incidents", fatReport(i, "<")).mustStatus(t, "fat report", http.StatusCreated)
+	}
+	ts.waitStream(t)
+	want := eventSeqs(t, ts, 0)
+	c, _ := mustDial(t, ts, "/api/v1/ws?since=0")
+	c.expectSeqs(t, want)
+	sse := openSSE(t, ts, "/api/v1/events?since=0")
+	if ev, ok := sse.next(t); !ok || ev.event != "hello" {
+		t.Fatalf("first SSE event %+v, want hello", ev)
+	}
+	for i, seq := range want {
+		ev, ok := sse.next(t)
+		if !ok || ev.id != strconv.FormatInt(seq, 10) {
+			t.Fatalf("SSE event %d: %+v, %v; want id %d", i, ev.id, ok, seq)
+		}
 	}
 }
