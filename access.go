@@ -9,8 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 // capability is something a caller may do. A role grants a set of them; an
@@ -89,8 +87,6 @@ var (
 	accessAnyone = access{name: "anyone"}
 )
 
-var errForbidden = &httpError{status: http.StatusForbidden, detail: "Insufficient permissions"}
-
 type principalKey struct{}
 
 // principalOf is the caller the access check found; anonymous when the
@@ -116,7 +112,7 @@ func (s *server) authorize(r *http.Request, a access) (*http.Request, error) {
 	case err != nil:
 		return nil, err
 	case a.signedIn && p.key != nil:
-		return nil, &httpError{status: http.StatusForbidden, detail: "Insufficient permissions: sign in; API keys cannot be used here"}
+		return nil, errKeyNotAllowed
 	case a.need != "" && !p.can(a.need) && anonymousOK:
 		// Credentials never give less than none would, nor more than their
 		// scope: the caller goes on as anonymous.
@@ -166,46 +162,6 @@ func (s *server) authenticate(r *http.Request, ticketOK, anonymousOK bool) (prin
 	return p, err
 }
 
-var (
-	errAccountDisabled = unauthorized("Account disabled")
-	errTokenRevoked    = unauthorized("Token revoked; log in again")
-	errBadKey          = unauthorized("Invalid API key")
-	errKeyRevoked      = unauthorized("API key revoked")
-	errKeyExpired      = unauthorized("API key expired")
-	errBadTicket       = &httpError{status: http.StatusUnauthorized, detail: "Invalid or expired stream ticket"}
-)
-
-// principalOfJWT checks an access token: only the configured algorithm,
-// only the claims issueToken writes (tokenClaims' UnmarshalJSON and
-// userID), the user still there and enabled, and the token issued since
-// the user's last password change.
-func (s *server) principalOfJWT(r *http.Request, token string) (principal, error) {
-	var claims tokenClaims
-	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return s.cfg.secretKey, nil },
-		jwt.WithValidMethods([]string{s.cfg.algorithm}),
-		jwt.WithExpirationRequired(),
-		jwt.WithTimeFunc(s.now),
-	)
-	if errors.Is(err, jwt.ErrTokenExpired) {
-		return principal{}, errTokenExpired
-	}
-	if err != nil {
-		return principal{}, errBadCredentials
-	}
-	id, err := claims.userID(s.now())
-	if err != nil {
-		return principal{}, err
-	}
-	u, err := s.store.UserByID(r.Context(), id)
-	switch {
-	case errors.Is(err, errNotFound):
-		return principal{}, errBadCredentials
-	case err != nil:
-		return principal{}, err
-	}
-	return userPrincipal(u, claims.Version)
-}
-
 // userPrincipal lets a user act while enabled, with a token issued since
 // the user's last password change (tokenVersion, the token's "ver").
 func userPrincipal(u user, tokenVersion int64) (principal, error) {
@@ -242,31 +198,6 @@ func (s *server) keyPrincipal(k apiKey, u user) (principal, error) {
 		return principal{}, errAccountDisabled
 	}
 	return principal{user: &u, key: &k}, nil
-}
-
-// redeemTicket uses up a stream ticket and checks the user (and key) it was
-// issued to as they are now.
-func (s *server) redeemTicket(r *http.Request) (principal, error) {
-	userID, keyID, err := s.store.RedeemStreamTicket(r.Context(), secretHash(r.URL.Query().Get("ticket")), s.now())
-	if errors.Is(err, errNotFound) {
-		return principal{}, errBadTicket
-	}
-	if err != nil {
-		return principal{}, err
-	}
-	if keyID != nil {
-		k, u, err := s.store.APIKeyByID(r.Context(), *keyID)
-		if err != nil {
-			return principal{}, notFoundAs(err, errBadTicket)
-		}
-		return s.keyPrincipal(k, u)
-	}
-	u, err := s.store.UserByID(r.Context(), userID)
-	if err != nil {
-		return principal{}, notFoundAs(err, errBadTicket)
-	}
-	// A password change deletes the user's tickets: any left are current.
-	return userPrincipal(u, u.TokenVersion)
 }
 
 // stillAllowed tells whether the credentials a stream opened with still

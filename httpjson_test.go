@@ -33,28 +33,6 @@ type listPage struct {
 	items []json.RawMessage
 }
 
-// followPages reads a list from path to its last page.
-func (ts *testServer) followPages(t *testing.T, path string, headers ...string) []listPage {
-	t.Helper()
-	var pages []listPage
-	for path != "" {
-		r := ts.request(t, "GET", path, "", headers...)
-		r.mustStatus(t, "GET "+path, http.StatusOK)
-		var p listPage
-		p.body = r.body
-		r.json(t, &p.items)
-		pages = append(pages, p)
-		path = ""
-		if link := r.header.Get("Link"); link != "" {
-			path = strings.TrimPrefix(link[:strings.Index(link, ">")], "<")
-		}
-		if len(pages) > 1000 {
-			t.Fatalf("GET %s: more than 1000 pages", path)
-		}
-	}
-	return pages
-}
-
 // checkPageSizes fails unless every page but the last passed pageBudget
 // only with its last item: it was cut by bytes, and no larger than it had
 // to be.

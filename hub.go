@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -120,15 +119,6 @@ func newHub() *hub {
 		catchUpPages: defaultCatchUpPages,
 		subs:         map[*subscription]struct{}{},
 	}
-}
-
-var errShuttingDown = &httpError{status: http.StatusServiceUnavailable, detail: "Server is shutting down"}
-
-// count is the number of open subscriptions.
-func (h *hub) count() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.subs)
 }
 
 // shutdown ends every subscription with "going away" and refuses new ones.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -304,93 +303,6 @@ func (s *server) handleIncidentList(w http.ResponseWriter, r *http.Request) erro
 	})
 }
 
-// queryEnum reads a query parameter that may repeat or hold a
-// comma-separated list, every value one of allowed.
-func queryEnum(problems []fieldError, q url.Values, name string, allowed []string) ([]string, []fieldError) {
-	var values []string
-	for _, raw := range q[name] {
-		for _, v := range strings.Split(raw, ",") {
-			v = strings.TrimSpace(v)
-			if v == "" {
-				continue
-			}
-			if !slices.Contains(allowed, v) {
-				problems = append(problems, fieldError{Type: "enum", Loc: []string{"query", name}, Msg: "Input should be " + quoteList(allowed)})
-				continue
-			}
-			values = append(values, v)
-		}
-	}
-	return values, problems
-}
-
-// queryInt reads an integer query parameter within [min, max], def when absent.
-func queryInt(problems []fieldError, q url.Values, name string, def, min, max int64) (int64, []fieldError) {
-	v := q.Get(name)
-	if v == "" {
-		return def, problems
-	}
-	n, perr := parseIntParam([]string{"query", name}, v, min, max)
-	if perr != nil {
-		return def, append(problems, *perr)
-	}
-	return n, problems
-}
-
-// queryTime reads an RFC 3339 time query parameter, in UTC.
-func queryTime(problems []fieldError, q url.Values, name string) (*time.Time, []fieldError) {
-	v := q.Get(name)
-	if v == "" {
-		return nil, problems
-	}
-	t, ok := parseClientTime(v)
-	if !ok {
-		return nil, append(problems, fieldError{Type: "datetime_parsing", Loc: []string{"query", name}, Msg: msgClientTime})
-	}
-	return &t, problems
-}
-
-// msgClientTime is the message of a time parseClientTime refuses.
-const msgClientTime = "Input should be a valid datetime in RFC 3339 format, such as 2026-11-26T21:58:00Z, in the years 0001 to 9999 in UTC"
-
-// parseClientTime reads a time a client sent, in RFC 3339, and returns it
-// in UTC. It is the one parser of client times: PostgreSQL refuses an
-// offset of 16 hours or more ("time zone displacement out of range"), which
-// Go accepts, so the time goes to the database in UTC; and a time whose UTC
-// year is outside 1 to 9999 (0001-01-01T00:00:00+01:00 is in year 0) is
-// refused: the API writes no time outside those years, and year 0 and
-// before are BC dates to PostgreSQL.
-func parseClientTime(v string) (time.Time, bool) {
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		return time.Time{}, false
-	}
-	t = t.UTC()
-	if t.Year() < 1 || t.Year() > 9999 {
-		return time.Time{}, false
-	}
-	return t, true
-}
-
-func cloneQuery(q url.Values) url.Values {
-	c := url.Values{}
-	for k, v := range q {
-		c[k] = append([]string(nil), v...)
-	}
-	return c
-}
-
-// pathID reads the {id} path parameter.
-func pathID(r *http.Request) (int64, error) {
-	id, perr := parseIntParam([]string{"path", "id"}, r.PathValue("id"), -1<<63, 1<<63-1)
-	if perr != nil {
-		return 0, invalid(*perr)
-	}
-	return id, nil
-}
-
-var errIncidentNotFound = &httpError{status: http.StatusNotFound, detail: "Incident not found"}
-
 // notFoundAs turns the store's errNotFound into the route's own 404.
 func notFoundAs(err error, notFound error) error {
 	if errors.Is(err, errNotFound) {
@@ -458,7 +370,7 @@ func (s *server) handleIncidentTransition(name string) func(http.ResponseWriter,
 		case errors.As(err, &refuse):
 			return transitionConflict(refuse)
 		case errors.Is(err, errConflict):
-			return &httpError{status: http.StatusConflict, detail: "Another unresolved incident has the same dedup_key"}
+			return errDedupKeyTaken
 		case err != nil:
 			return notFoundAs(err, errIncidentNotFound)
 		}
@@ -491,7 +403,7 @@ func parseIfMatch(v string) (*int64, error) {
 	}
 	n, err := strconv.ParseInt(strings.Trim(strings.TrimPrefix(v, "W/"), `"`), 10, 64)
 	if err != nil {
-		return nil, &httpError{status: http.StatusPreconditionFailed, detail: "If-Match must be an ETag this server returned"}
+		return nil, errBadIfMatch
 	}
 	return &n, nil
 }
@@ -519,28 +431,6 @@ func (s *server) handleNoteCreate(w http.ResponseWriter, r *http.Request) error 
 		return notFoundAs(err, errIncidentNotFound)
 	}
 	return writeJSON(w, http.StatusCreated, n)
-}
-
-// pageParams reads limit and after for the lists that page forward by id.
-func pageParams(q url.Values) (limit int, after int64, err error) {
-	var problems []fieldError
-	l, problems := queryInt(problems, q, "limit", 100, 1, 1000)
-	after, problems = queryInt(problems, q, "after", 0, 0, 1<<63-1)
-	return int(l), after, invalid(problems...)
-}
-
-// setNextPage sets the Link header (RFC 8288) to the next page: this
-// request with param set to value.
-func setNextPage(w http.ResponseWriter, r *http.Request, param, value string) {
-	next := cloneQuery(r.URL.Query())
-	next.Set(param, value)
-	w.Header().Set("Link", "<"+r.URL.Path+"?"+next.Encode()+`>; rel="next"`)
-}
-
-// nextAfter makes the Link to the next page of a list paged with limit
-// and after, from the last item's key.
-func nextAfter[T any](key func(T) int64) func(T) (string, string) {
-	return func(last T) (string, string) { return "after", strconv.FormatInt(key(last), 10) }
 }
 
 // handleNoteList handles GET /api/v1/incidents/{id}/notes.

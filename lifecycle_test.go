@@ -14,33 +14,6 @@ import (
 	"time"
 )
 
-// patch sends a lifecycle action.
-func (ts *testServer) patch(t testing.TB, id int64, action, token, body string, headers ...string) response {
-	t.Helper()
-	return ts.request(t, "PATCH", fmt.Sprintf("/api/v1/incidents/%d/%s", id, action), body, append(bearer(token), headers...)...)
-}
-
-// getIncident reads an incident.
-func (ts *testServer) getIncident(t *testing.T, id int64) incident {
-	t.Helper()
-	var inc incident
-	ts.request(t, "GET", fmt.Sprintf("/api/v1/incidents/%d", id), "").mustStatus(t, "get incident", http.StatusOK).json(t, &inc)
-	return inc
-}
-
-// incidentIn creates an incident and brings it to status.
-func (ts *testServer) incidentIn(t *testing.T, status, token string) incident {
-	t.Helper()
-	inc := ts.createIncident(t, "in "+status, "high")
-	switch status {
-	case "acknowledged":
-		ts.patch(t, inc.ID, "acknowledge", token, "").mustStatus(t, "acknowledge", http.StatusOK)
-	case "resolved":
-		ts.patch(t, inc.ID, "resolve", token, "").mustStatus(t, "resolve", http.StatusOK)
-	}
-	return ts.getIncident(t, inc.ID)
-}
-
 func TestTransitionMatrix(t *testing.T) {
 	ts := newTestServer(t)
 	token := ts.register(t, "oncall", "password1")
@@ -247,17 +220,6 @@ func TestConcurrentAcknowledges(t *testing.T) {
 	if got := ts.getIncident(t, inc.ID); events != 1 || got.Version != 2 {
 		t.Errorf("acknowledged events = %d, version = %d; want 1 and 2", events, got.Version)
 	}
-}
-
-// report posts an incident with a dedup key.
-func (ts *testServer) report(t testing.TB, key, severity string) (response, incident) {
-	t.Helper()
-	r := ts.request(t, "POST", "/api/v1/incidents", fmt.Sprintf(`{"title":"disk full","severity":%q,"dedup_key":%q}`, severity, key))
-	var inc incident
-	if r.status == http.StatusOK || r.status == http.StatusCreated {
-		r.json(t, &inc)
-	}
-	return r, inc
 }
 
 func TestDedupParallel(t *testing.T) {

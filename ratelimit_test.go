@@ -17,12 +17,6 @@ import (
 // rlPassword is the password of the users the rate-limit tests register.
 const rlPassword = "correct-horse"
 
-// attemptLogin posts a login and returns whatever came back.
-func (ts *testServer) attemptLogin(t testing.TB, username, password string, headers ...string) response {
-	t.Helper()
-	return ts.request(t, "POST", "/api/v1/login", fmt.Sprintf(`{"username":%q,"password":%q}`, username, password), headers...)
-}
-
 // xff is the header of a request a trusted proxy forwards for ip.
 func xff(ip string) []string { return []string{"X-Forwarded-For", ip} }
 
@@ -248,12 +242,6 @@ func TestRegisterLimitPerIP(t *testing.T) {
 	mustTooMany(t, register("user11", ipA...), "full again", attemptsDetail, "60")
 }
 
-// postIncident posts an incident and returns the response.
-func (ts *testServer) postIncident(t testing.TB, title string, headers ...string) response {
-	t.Helper()
-	return ts.request(t, "POST", "/api/v1/incidents", fmt.Sprintf(`{"title":%q,"severity":"high"}`, title), headers...)
-}
-
 func TestIngestLimit(t *testing.T) {
 	slow := func(cfg *config) {
 		cfg.limits.ingest = rateLimit{rate: 1, burst: 3}
@@ -263,9 +251,9 @@ func TestIngestLimit(t *testing.T) {
 	exhaust := func(t *testing.T, ts *testServer, what string, headers ...string) {
 		t.Helper()
 		for i := range 3 {
-			ts.postIncident(t, fmt.Sprintf("%s %d", what, i), headers...).mustStatus(t, fmt.Sprintf("%s: report %d", what, i+1), http.StatusCreated)
+			ts.postIncident(t, reportBody(fmt.Sprintf("%s %d", what, i), "high"), headers...).mustStatus(t, fmt.Sprintf("%s: report %d", what, i+1), http.StatusCreated)
 		}
-		mustTooMany(t, ts.postIncident(t, what+" 4", headers...), what+": report 4", reportsDetail, "1")
+		mustTooMany(t, ts.postIncident(t, reportBody(what+" 4", "high"), headers...), what+": report 4", reportsDetail, "1")
 	}
 
 	t.Run("bucket", func(t *testing.T) {
@@ -275,10 +263,10 @@ func TestIngestLimit(t *testing.T) {
 		}
 		exhaust(t, ts, "anonymous")
 		ts.clock.Advance(500 * time.Millisecond)
-		mustTooMany(t, ts.postIncident(t, "half a second later"), "half a second later", reportsDetail, "1")
+		mustTooMany(t, ts.postIncident(t, reportBody("half a second later", "high")), "half a second later", reportsDetail, "1")
 		ts.clock.Advance(500 * time.Millisecond)
-		ts.postIncident(t, "a second later").mustStatus(t, "a second later", http.StatusCreated)
-		mustTooMany(t, ts.postIncident(t, "then"), "then", reportsDetail, "1")
+		ts.postIncident(t, reportBody("a second later", "high")).mustStatus(t, "a second later", http.StatusCreated)
+		mustTooMany(t, ts.postIncident(t, reportBody("then", "high")), "then", reportsDetail, "1")
 		// An idle minute refills the burst, no more.
 		ts.clock.Advance(time.Minute)
 		exhaust(t, ts, "after a minute")
@@ -288,16 +276,16 @@ func TestIngestLimit(t *testing.T) {
 		ts := newTestServer(t, slow, trustLoopback(t))
 		exhaust(t, ts, "A", xff("198.51.100.1")...)
 		exhaust(t, ts, "B", xff("198.51.100.2")...)
-		ts.postIncident(t, "direct").mustStatus(t, "the proxy itself", http.StatusCreated)
+		ts.postIncident(t, reportBody("direct", "high")).mustStatus(t, "the proxy itself", http.StatusCreated)
 	})
 
 	t.Run("X-Forwarded-For ignored without trusted proxies", func(t *testing.T) {
 		ts := newTestServer(t, slow)
 		for i := range 3 {
-			ts.postIncident(t, fmt.Sprint("spoofed ", i), xff(fmt.Sprintf("198.51.100.%d", i+1))...).mustStatus(t, fmt.Sprint("spoofed ", i+1), http.StatusCreated)
+			ts.postIncident(t, reportBody(fmt.Sprint("spoofed ", i), "high"), xff(fmt.Sprintf("198.51.100.%d", i+1))...).mustStatus(t, fmt.Sprint("spoofed ", i+1), http.StatusCreated)
 		}
-		mustTooMany(t, ts.postIncident(t, "spoofed 4", xff("198.51.100.4")...), "spoofed 4", reportsDetail, "1")
-		mustTooMany(t, ts.postIncident(t, "plain"), "no X-Forwarded-For", reportsDetail, "1")
+		mustTooMany(t, ts.postIncident(t, reportBody("spoofed 4", "high"), xff("198.51.100.4")...), "spoofed 4", reportsDetail, "1")
+		mustTooMany(t, ts.postIncident(t, reportBody("plain", "high")), "no X-Forwarded-For", reportsDetail, "1")
 	})
 
 	t.Run("signed-in users and API keys have their own buckets", func(t *testing.T) {
@@ -306,13 +294,13 @@ func TestIngestLimit(t *testing.T) {
 		bob := ts.register(t, "bob", rlPassword)
 		exhaust(t, ts, "anonymous")
 		// A token that does not validate is no credential: the IP's bucket.
-		mustTooMany(t, ts.postIncident(t, "bad token", bearer("not-a-jwt")...), "bad token", reportsDetail, "1")
+		mustTooMany(t, ts.postIncident(t, reportBody("bad token", "high"), bearer("not-a-jwt")...), "bad token", reportsDetail, "1")
 
 		for i := range 2 {
-			ts.postIncident(t, fmt.Sprint("alice ", i), bearer(alice)...).mustStatus(t, fmt.Sprint("alice ", i+1), http.StatusCreated)
+			ts.postIncident(t, reportBody(fmt.Sprint("alice ", i), "high"), bearer(alice)...).mustStatus(t, fmt.Sprint("alice ", i+1), http.StatusCreated)
 		}
-		mustTooMany(t, ts.postIncident(t, "alice 3", bearer(alice)...), "alice 3", reportsDetail, "1")
-		ts.postIncident(t, "bob", bearer(bob)...).mustStatus(t, "bob", http.StatusCreated)
+		mustTooMany(t, ts.postIncident(t, reportBody("alice 3", "high"), bearer(alice)...), "alice 3", reportsDetail, "1")
+		ts.postIncident(t, reportBody("bob", "high"), bearer(bob)...).mustStatus(t, "bob", http.StatusCreated)
 
 		var key struct {
 			Key string `json:"key"`
@@ -320,15 +308,15 @@ func TestIngestLimit(t *testing.T) {
 		ts.request(t, "POST", "/api/v1/api-keys", `{"name":"ci","scopes":["incidents:write"]}`, bearer(alice)...).
 			mustStatus(t, "create key", http.StatusCreated).json(t, &key)
 		for i := range 2 {
-			ts.postIncident(t, fmt.Sprint("key ", i), bearer(key.Key)...).mustStatus(t, fmt.Sprint("key ", i+1), http.StatusCreated)
+			ts.postIncident(t, reportBody(fmt.Sprint("key ", i), "high"), bearer(key.Key)...).mustStatus(t, fmt.Sprint("key ", i+1), http.StatusCreated)
 		}
-		mustTooMany(t, ts.postIncident(t, "key 3", bearer(key.Key)...), "key 3", reportsDetail, "1")
+		mustTooMany(t, ts.postIncident(t, reportBody("key 3", "high"), bearer(key.Key)...), "key 3", reportsDetail, "1")
 	})
 
 	t.Run("rate 0 is off", func(t *testing.T) {
 		ts := newTestServer(t, func(cfg *config) { cfg.limits.ingest = rateLimit{rate: 0, burst: 1} })
 		for i := range 10 {
-			ts.postIncident(t, fmt.Sprint("unlimited ", i)).mustStatus(t, fmt.Sprint("report ", i+1), http.StatusCreated)
+			ts.postIncident(t, reportBody(fmt.Sprint("unlimited ", i), "high")).mustStatus(t, fmt.Sprint("report ", i+1), http.StatusCreated)
 		}
 	})
 }
@@ -345,7 +333,7 @@ func TestRateLimitsOff(t *testing.T) {
 	}
 	ts.attemptLogin(t, "alice", rlPassword).mustStatus(t, "right password after 21 failures", http.StatusOK)
 	for i := range 5 {
-		ts.postIncident(t, fmt.Sprint("report ", i)).mustStatus(t, fmt.Sprint("report ", i+1), http.StatusCreated)
+		ts.postIncident(t, reportBody(fmt.Sprint("report ", i), "high")).mustStatus(t, fmt.Sprint("report ", i+1), http.StatusCreated)
 	}
 }
 

@@ -52,7 +52,7 @@ func startRun(t *testing.T, env map[string]string, args ...string) *runningServe
 	ctx, cancel := context.WithCancel(context.Background())
 	rs := &runningServer{log: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	argv := append([]string{"incidents", "-env-file", ""}, args...)
-	go func() { rs.done <- run(ctx, argv, func(k string) string { return env[k] }, io.Discard, rs.log) }()
+	go func() { rs.done <- run(ctx, argv, func(k string) string { return env[k] }, rs.log) }()
 	t.Cleanup(func() { rs.stop(t) })
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
@@ -215,7 +215,7 @@ func TestServerErrorLoggedOnce(t *testing.T) {
 func TestRunRefusesBadConfig(t *testing.T) {
 	err := run(context.Background(), []string{"incidents", "-env-file", ""}, func(k string) string {
 		return map[string]string{"SECRET_KEY": "short", "ALGORITHM": "none"}[k]
-	}, io.Discard, io.Discard)
+	}, io.Discard)
 	if err == nil {
 		t.Fatal("run with a bad configuration returned nil")
 	}

@@ -206,7 +206,7 @@ type routeHandler struct{ http.Handler }
 func jsonMuxErrors(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.RequestURI == "*" {
-			writeError(w, r, &httpError{status: http.StatusBadRequest, detail: "Bad Request"})
+			writeError(w, r, errBadRequest)
 			return
 		}
 		h, _ := mux.Handler(r)
@@ -220,7 +220,7 @@ func jsonMuxErrors(mux *http.ServeMux) http.Handler {
 			writeError(w, r, &httpError{status: http.StatusMethodNotAllowed, detail: "Method Not Allowed", header: http.Header{"Allow": rec.header.Values("Allow")}})
 			return
 		}
-		writeError(w, r, &httpError{status: http.StatusNotFound, detail: "Not Found"})
+		writeError(w, r, errRouteNotFound)
 	})
 }
 
@@ -257,7 +257,7 @@ func (s *server) cors(next http.Handler) http.Handler {
 			w.Header().Set("Access-Control-Max-Age", "600")
 			w.WriteHeader(http.StatusNoContent)
 		case preflight:
-			writeError(w, r, &httpError{status: http.StatusForbidden, detail: "Origin not allowed"})
+			writeError(w, r, errOriginNotAllowed)
 		default:
 			next.ServeHTTP(w, r)
 		}
@@ -406,7 +406,7 @@ func (s *server) handleHealth(w http.ResponseWriter, r *http.Request) error {
 func (s *server) handleReady(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.Ping(r.Context()); err != nil {
 		noteRequestError(r, err)
-		return &httpError{status: http.StatusServiceUnavailable, detail: "Database unavailable"}
+		return errDatabaseUnavailable
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }

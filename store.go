@@ -103,11 +103,9 @@ func (st *store) prepared(ctx context.Context, tx *sql.Tx, query string) (*sql.S
 // PostgreSQL's notify lock at commit, so they commit one at a time whatever
 // the pool's size; more connections than PostgreSQL has cores for only
 // queue inside PostgreSQL, where a lock holder that loses its CPU stalls
-// all the others. On the 2-core benchmark machine, with 64 reports in
-// flight, 40 connections held some for over a second and reached 468
-// reports/s, 10 reached 494/s. Requests past the pool wait in the server
-// instead. Ten also keeps several replicas within PostgreSQL's default
-// max_connections of 100.
+// all the others (BENCHMARKS.md, "The pool size"). Requests past the pool
+// wait in the server instead. Ten also keeps several replicas within
+// PostgreSQL's default max_connections of 100.
 const defaultDBMaxConns = 10
 
 // openStore connects to the database and applies the schema.

@@ -53,7 +53,7 @@ func (s *server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if !s.originAllowed(r) {
-		return &httpError{status: http.StatusForbidden, detail: "Origin not allowed"}
+		return errOriginNotAllowed
 	}
 	hijacked := &hijackedConn{ResponseWriter: w, writeTimeout: s.hub.writeTimeout}
 	who := principalOf(r)

@@ -80,15 +80,6 @@ func dialRaw(t *testing.T, ts *testServer, path string, headers ...string) (*raw
 	return c, resp
 }
 
-// waitStream waits until the feed has published every stored event, so
-// that a new subscriber's hello names the newest one.
-func (ts *testServer) waitStream(t *testing.T) {
-	t.Helper()
-	var newest int64
-	ts.st.db.QueryRow(`SELECT coalesce(max(id), 0) FROM incident_events`).Scan(&newest)
-	waitFor(t, "the stream to reach the newest event", func() bool { return ts.srv.hub.log.current().position >= newest })
-}
-
 // mustDial opens a WebSocket and reads its hello.
 func mustDial(t *testing.T, ts *testServer, path string, headers ...string) (*rawWS, int64) {
 	t.Helper()
@@ -640,17 +631,6 @@ func TestStreamSeam(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestFeedOutOfOrderCommit(t *testing.T) {
 	ts := newTestServer(t)
 	inc := ts.createIncident(t, "ordering", "low")
@@ -987,22 +967,6 @@ func TestWSPongAfterIdle(t *testing.T) {
 	op, payload, err := c.readFrame(5 * time.Second)
 	if err != nil || op != 0xA || string(payload) != "still there?" {
 		t.Fatalf("got opcode %d %q (%v), want the pong", op, payload, err)
-	}
-}
-
-// appendEvents appends n "added" events for inc in one transaction, the
-// size of the stream's batch.
-func (ts *testServer) appendEvents(t *testing.T, inc incident, n int) {
-	t.Helper()
-	if err := ts.st.inTx(context.Background(), func(tx *sql.Tx) error {
-		for range n {
-			if err := ts.st.appendEvent(context.Background(), tx, "added", inc, actorRef{}, nil, time.Now()); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -20,20 +20,6 @@ import (
 	"golang.org/x/crypto/argon2"
 )
 
-// problemTypes lists the type of every problem in a 422 body.
-func problemTypes(t *testing.T, r response) []string {
-	t.Helper()
-	var body struct {
-		Detail []fieldError `json:"detail"`
-	}
-	r.json(t, &body)
-	var types []string
-	for _, p := range body.Detail {
-		types = append(types, p.Type+"@"+strings.Join(p.Loc, "."))
-	}
-	return types
-}
-
 func TestRegisterValidation(t *testing.T) {
 	ts := newTestServer(t)
 	for _, tt := range []struct {
