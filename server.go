@@ -110,6 +110,17 @@ func (s *server) routeList() []route {
 		{"GET /api/v1/incidents/{id}/notes", accessRead, s.handleNoteList},
 		{"GET /api/v1/incidents/{id}/events", accessRead, s.handleIncidentEvents},
 
+		{"POST /api/v1/integrations", accessAdmin, s.handleIntegrationCreate},
+		{"GET /api/v1/integrations", accessAdmin, s.handleIntegrationList},
+		{"GET /api/v1/integrations/{id}", accessAdmin, s.handleIntegrationGet},
+		{"PATCH /api/v1/integrations/{id}", accessAdmin, s.handleIntegrationUpdate},
+		{"DELETE /api/v1/integrations/{id}", accessAdmin, s.handleIntegrationDelete},
+		{"POST /api/v1/integrations/{id}/rotate", accessAdmin, s.handleIntegrationRotate},
+		{"POST /api/v1/hooks/alertmanager", accessHook, s.handleHookAlertmanager},
+		{"POST /api/v1/hooks/grafana", accessHook, s.handleHookGrafana},
+		{"POST /api/v1/hooks/generic", accessHook, s.handleHookGeneric},
+		{"POST /v2/enqueue", accessHook, s.handlePagerDutyEnqueue},
+
 		{"GET /api/v1/ws", accessStream, s.handleWS},
 		{"GET /api/v1/events", accessStream, s.handleSSE},
 	}
