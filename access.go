@@ -88,6 +88,9 @@ var (
 	// accessHook: the handler authenticates the integration's key itself,
 	// since a PagerDuty event carries it in its body.
 	accessHook = access{name: "integration", open: true}
+	// accessPing: the secret token in a heartbeat's ping URL is its
+	// credential.
+	accessPing = access{name: "ping", open: true}
 )
 
 type principalKey struct{}

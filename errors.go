@@ -43,12 +43,14 @@ var (
 	errUserNotFound        = &httpError{status: http.StatusNotFound, detail: "User not found"}
 	errAPIKeyNotFound      = &httpError{status: http.StatusNotFound, detail: "API key not found"}
 	errIntegrationNotFound = &httpError{status: http.StatusNotFound, detail: "Integration not found"}
+	errHeartbeatNotFound   = &httpError{status: http.StatusNotFound, detail: "Heartbeat not found"}
 
 	// 408, 409, 412, 413: the request against the state of things.
 	errBodyTimeout          = &httpError{status: http.StatusRequestTimeout, detail: "Request body not received in time"}
 	errUsernameTaken        = &httpError{status: http.StatusConflict, detail: "Username already registered"}
 	errDedupKeyTaken        = &httpError{status: http.StatusConflict, detail: "Another unresolved incident has the same dedup_key"}
 	errIntegrationNameTaken = &httpError{status: http.StatusConflict, detail: "Integration name already in use"}
+	errHeartbeatNameTaken   = &httpError{status: http.StatusConflict, detail: "Heartbeat name already in use"}
 	errLastAdminHTTP        = &httpError{status: http.StatusConflict, detail: "The last active admin cannot be demoted or disabled"}
 	errBadIfMatch           = &httpError{status: http.StatusPreconditionFailed, detail: "If-Match must be an ETag this server returned"}
 	errBodyTooLarge         = &httpError{status: http.StatusRequestEntityTooLarge, detail: "Request body too large"}
@@ -141,3 +143,11 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 // errResponseStarted tells writeError the client has gone or the response
 // was already sent: nothing more can be written.
 var errResponseStarted = errors.New("response already started")
+
+// conflictAs turns the store's errConflict into the route's own 409.
+func conflictAs(err error, conflict error) error {
+	if errors.Is(err, errConflict) {
+		return conflict
+	}
+	return err
+}

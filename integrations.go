@@ -105,7 +105,7 @@ func (s *server) handleIntegrationCreate(w http.ResponseWriter, r *http.Request)
 	}
 	created, err := s.store.CreateIntegration(r.Context(), ig, secretHash(key), s.adminAudit(r, "integration.created"), s.now())
 	if err != nil {
-		return integrationConflict(err)
+		return conflictAs(err, errIntegrationNameTaken)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusCreated, integrationWithKey{created, key})
@@ -152,7 +152,7 @@ func (s *server) handleIntegrationUpdate(w http.ResponseWriter, r *http.Request)
 	}
 	updated, err := s.store.UpdateIntegration(r.Context(), ig, nil, s.adminAudit(r, "integration.updated"), s.now())
 	if err != nil {
-		return notFoundAs(integrationConflict(err), errIntegrationNotFound)
+		return notFoundAs(conflictAs(err, errIntegrationNameTaken), errIntegrationNotFound)
 	}
 	return writeJSON(w, http.StatusOK, updated)
 }
@@ -196,14 +196,6 @@ func (s *server) handleIntegrationDelete(w http.ResponseWriter, r *http.Request)
 // adminAudit is the audit entry of an admin's action.
 func (s *server) adminAudit(r *http.Request, action string) auditEntry {
 	return auditEntry{ActorID: &principalOf(r).user.ID, Action: action, IP: s.clientIP(r)}
-}
-
-// integrationConflict turns a taken name into its 409.
-func integrationConflict(err error) error {
-	if errors.Is(err, errConflict) {
-		return errIntegrationNameTaken
-	}
-	return err
 }
 
 // integrationKey is the key a sender put in the request: a bearer token,

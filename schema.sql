@@ -293,3 +293,24 @@ CREATE INDEX IF NOT EXISTS incidents_scoped_dedup_resolved ON incidents (dedup_s
     WHERE dedup_key IS NOT NULL AND status = 'resolved';
 DROP INDEX IF EXISTS incidents_dedup_key_unresolved;
 DROP INDEX IF EXISTS incidents_dedup_key_resolved;
+
+-- Heartbeats (dead man's switches): a job pings its secret URL; a ping
+-- overdue by interval + grace opens one incident, on whichever replica
+-- notices first, and the next ping resolves it. The deadline lives here,
+-- so restarts lose nothing.
+CREATE TABLE IF NOT EXISTS heartbeats (
+    id           bigserial PRIMARY KEY,
+    name         text NOT NULL,
+    interval_s   bigint NOT NULL CHECK (interval_s BETWEEN 30 AND 31536000),
+    grace_s      bigint NOT NULL CHECK (grace_s BETWEEN 0 AND 31536000),
+    severity     text NOT NULL CHECK (severity IN ('low', 'medium', 'high', 'critical')),
+    labels       jsonb NOT NULL DEFAULT '{}',
+    token_hash   bytea NOT NULL UNIQUE,
+    state        text NOT NULL DEFAULT 'new' CHECK (state IN ('new', 'up', 'down', 'paused')),
+    last_ping_at timestamptz,
+    deadline     timestamptz,
+    created_at   timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS heartbeats_name_key ON heartbeats (lower(name));
+CREATE INDEX IF NOT EXISTS heartbeats_deadline_idx ON heartbeats (deadline) WHERE state = 'up';

@@ -53,12 +53,14 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 	return s, nil
 }
 
-// startStream positions the event feed and runs it until ctx ends.
-func (s *server) startStream(ctx context.Context) error {
+// startBackground positions the event feed, and runs it and the timed work
+// until ctx ends.
+func (s *server) startBackground(ctx context.Context) error {
 	if err := s.feed.start(ctx); err != nil {
 		return fmt.Errorf("start the event stream: %w", err)
 	}
 	go s.feed.run(ctx)
+	go s.runTimers(ctx)
 	return nil
 }
 
@@ -120,6 +122,18 @@ func (s *server) routeList() []route {
 		{"POST /api/v1/hooks/grafana", accessHook, s.handleHookGrafana},
 		{"POST /api/v1/hooks/generic", accessHook, s.handleHookGeneric},
 		{"POST /v2/enqueue", accessHook, s.handlePagerDutyEnqueue},
+
+		{"POST /api/v1/heartbeats", accessAdmin, s.handleHeartbeatCreate},
+		{"GET /api/v1/heartbeats", accessRead, s.handleHeartbeatList},
+		{"GET /api/v1/heartbeats/{id}", accessRead, s.handleHeartbeatGet},
+		{"PATCH /api/v1/heartbeats/{id}", accessAdmin, s.handleHeartbeatUpdate},
+		{"DELETE /api/v1/heartbeats/{id}", accessAdmin, s.handleHeartbeatDelete},
+		{"GET /api/v1/heartbeats/ping/{token}", accessPing, s.handlePing("ping")},
+		{"POST /api/v1/heartbeats/ping/{token}", accessPing, s.handlePing("ping")},
+		{"GET /api/v1/heartbeats/ping/{token}/start", accessPing, s.handlePing("start")},
+		{"POST /api/v1/heartbeats/ping/{token}/start", accessPing, s.handlePing("start")},
+		{"GET /api/v1/heartbeats/ping/{token}/fail", accessPing, s.handlePing("fail")},
+		{"POST /api/v1/heartbeats/ping/{token}/fail", accessPing, s.handlePing("fail")},
 
 		{"GET /api/v1/ws", accessStream, s.handleWS},
 		{"GET /api/v1/events", accessStream, s.handleSSE},

@@ -429,6 +429,35 @@ const (
 func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
+	var (
+		inc     incident
+		outcome reportOutcome
+	)
+	// A reopen can race a concurrent report that created a new incident for
+	// the key; the unique index refuses the second unresolved incident and
+	// the report runs again, now finding the first.
+	for attempt := 0; ; attempt++ {
+		err := st.inTx(ctx, func(tx *sql.Tx) (err error) {
+			inc, outcome, err = st.report(ctx, tx, in, reopenWindow, now)
+			return err
+		})
+		if !errors.Is(err, errConflict) || attempt == 2 {
+			return inc, outcome, err
+		}
+	}
+}
+
+// report is ReportIncident's work inside tx.
+func (st *store) report(ctx context.Context, tx *sql.Tx, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
+	if in.DedupKey != "" && reopenWindow > 0 {
+		reopened, err := st.reopenFlapping(ctx, tx, in, now.Add(-reopenWindow), now)
+		if err != nil || reopened != nil {
+			if reopened != nil {
+				return *reopened, reportReopened, err
+			}
+			return incident{}, "", err
+		}
+	}
 	labels, err := marshalJSON(in.Labels)
 	if err != nil {
 		return incident{}, "", err
@@ -444,63 +473,36 @@ func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindo
 	if details == nil {
 		details = json.RawMessage(`{}`)
 	}
-	source := cmp.Or(in.Source, "api")
-	var integrationID *int64
-	if in.Scope != 0 {
-		integrationID = &in.Scope
-	}
 	var dedupKey *string
 	if in.DedupKey != "" {
 		dedupKey = &in.DedupKey
 	}
-	var (
-		inc     incident
-		outcome reportOutcome
-	)
-	report := func(tx *sql.Tx) error {
-		if dedupKey != nil && reopenWindow > 0 {
-			reopened, err := st.reopenFlapping(ctx, tx, in, now.Add(-reopenWindow), now)
-			if err != nil || reopened != nil {
-				if reopened != nil {
-					inc, outcome = *reopened, reportReopened
-				}
-				return err
-			}
-		}
-		var inserted bool
-		insert, err := st.prepared(ctx, tx, reportSQL)
-		if err != nil {
-			return err
-		}
-		inc, err = scanIncident(insert.QueryRowContext(ctx, in.Title, in.Description, in.Severity, now, dedupKey, labels,
-			source, integrationID, in.Scope, links, details, in.StartedAt), &inserted)
-		if errors.Is(err, sql.ErrNoRows) {
-			// The alert was sent again with the same start: the incident
-			// stays as it is.
-			inc, err = scanIncident(tx.QueryRowContext(ctx, incidentSelect("incidents")+`
-				WHERE i.dedup_scope = $1 AND i.dedup_key = $2 AND i.status <> 'resolved'`, in.Scope, in.DedupKey))
-			outcome = reportRepeated
-			return err
-		}
-		if err != nil {
-			return fmt.Errorf("report incident: %w", err)
-		}
-		outcome = reportNew
-		eventType := "added"
-		if !inserted {
-			outcome, eventType = reportExisting, "occurred"
-		}
-		return st.appendEvent(ctx, tx, eventType, inc, in.By, nil, now)
+	var integrationID *int64
+	if in.Scope > 0 {
+		integrationID = &in.Scope
 	}
-	// A reopen can race a concurrent report that created a new incident for
-	// the key; the unique index refuses the second unresolved incident and
-	// the report runs again, now finding the first.
-	for attempt := 0; ; attempt++ {
-		err = st.inTx(ctx, report)
-		if !errors.Is(err, errConflict) || attempt == 2 {
-			return inc, outcome, err
-		}
+	insert, err := st.prepared(ctx, tx, reportSQL)
+	if err != nil {
+		return incident{}, "", err
 	}
+	var inserted bool
+	inc, err := scanIncident(insert.QueryRowContext(ctx, in.Title, in.Description, in.Severity, now, dedupKey, labels,
+		cmp.Or(in.Source, "api"), integrationID, in.Scope, links, details, in.StartedAt), &inserted)
+	if errors.Is(err, sql.ErrNoRows) {
+		// The alert was sent again with the same start: the incident stays
+		// as it is.
+		inc, err = scanIncident(tx.QueryRowContext(ctx, incidentSelect("incidents")+`
+			WHERE i.dedup_scope = $1 AND i.dedup_key = $2 AND i.status <> 'resolved'`, in.Scope, in.DedupKey))
+		return inc, reportRepeated, err
+	}
+	if err != nil {
+		return incident{}, "", fmt.Errorf("report incident: %w", err)
+	}
+	outcome, eventType := reportNew, "added"
+	if !inserted {
+		outcome, eventType = reportExisting, "occurred"
+	}
+	return inc, outcome, st.appendEvent(ctx, tx, eventType, inc, in.By, nil, now)
 }
 
 // reportSQL inserts a report, or counts it on the unresolved incident with

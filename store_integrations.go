@@ -145,15 +145,20 @@ func (st *store) TransitionByKey(ctx context.Context, scope int64, key string, a
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	var inc incident
-	err := st.inTx(ctx, func(tx *sql.Tx) error {
-		var id int64
-		err := tx.QueryRowContext(ctx, `SELECT id FROM incidents WHERE dedup_scope = $1 AND dedup_key = $2 AND status <> 'resolved'`,
-			scope, key).Scan(&id)
-		if err != nil {
-			return err
-		}
-		inc, err = st.applyTransition(ctx, tx, id, a, by, nil, "", now, "")
+	err := st.inTx(ctx, func(tx *sql.Tx) (err error) {
+		inc, err = st.transitionByKey(ctx, tx, scope, key, a, by, now)
 		return err
 	})
 	return inc, err
+}
+
+// transitionByKey is TransitionByKey's work inside tx.
+func (st *store) transitionByKey(ctx context.Context, tx *sql.Tx, scope int64, key string, a action, by actorRef, now time.Time) (incident, error) {
+	var id int64
+	err := tx.QueryRowContext(ctx, `SELECT id FROM incidents WHERE dedup_scope = $1 AND dedup_key = $2 AND status <> 'resolved'`,
+		scope, key).Scan(&id)
+	if err != nil {
+		return incident{}, err
+	}
+	return st.applyTransition(ctx, tx, id, a, by, nil, "", now, "")
 }
