@@ -74,8 +74,8 @@ func TestMuxAnswersAreJSON(t *testing.T) {
 }
 
 // TestAnswersNetHTTPWrites pins what net/http answers itself, before any
-// handler runs, so cannot be JSON: README.md says so. A Go release that
-// changes one of these fails here, and the README needs a look.
+// handler runs, so cannot be JSON: docs/api.md says so. A Go release that
+// changes one of these fails here, and docs/api.md needs a look.
 func TestAnswersNetHTTPWrites(t *testing.T) {
 	ts := newTestServer(t)
 	for _, tt := range []struct {
