@@ -98,6 +98,42 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 }
 
+// TestOpenAPISecurityMatchesAccess keeps each operation's security
+// requirements in line with what its route asks of callers: none on an
+// open route, a JWT where a signed-in user is needed, a JWT or an API key
+// otherwise, and also none ({}) where anonymous callers may be let in.
+func TestOpenAPISecurityMatchesAccess(t *testing.T) {
+	var spec struct {
+		Paths map[string]map[string]struct {
+			Security []map[string][]string `json:"security"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(openapiJSON, &spec); err != nil {
+		t.Fatalf("openapi.json is not valid JSON: %v", err)
+	}
+	for _, rt := range (&server{}).routeList() {
+		method, path, _ := strings.Cut(rt.pattern, " ")
+		op := spec.Paths[strings.TrimSuffix(path, "{$}")][strings.ToLower(method)]
+		var got, want []string
+		for _, req := range op.Security {
+			got = append(got, strings.Join(slices.Sorted(maps.Keys(req)), "+"))
+		}
+		switch {
+		case rt.access.open:
+		case rt.access.signedIn:
+			want = []string{"OAuth2PasswordBearer", "bearerAuth"}
+		default:
+			want = []string{"OAuth2PasswordBearer", "bearerAuth", "ApiKey"}
+		}
+		if rt.access.anonymous != nil {
+			want = append(want, "")
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s (x-access %s): security = %q, want %q", rt.pattern, rt.access.name, got, want)
+		}
+	}
+}
+
 // TestReadmeShowsEveryRoute keeps a curl (or, for WebSocket, websocat)
 // example of every route in the README, with the route's method, and no
 // example of one that is not served.
@@ -269,6 +305,12 @@ func openAPITypes() map[string]openAPIType {
 			return problems
 		}),
 	}
+}
+
+// openAPIEnums maps the enum schemas of openapi.json to the values the
+// code allows, in its order.
+func openAPIEnums() map[string][]string {
+	return map[string][]string{"Severity": severities, "Status": statuses, "Role": roles, "Scope": keyScopes}
 }
 
 // Bodies the handlers write as map literals have no Go type to reflect
@@ -774,18 +816,26 @@ func sameJSON(a, b []byte) bool {
 
 // TestOpenAPISchemaFields checks the property names of every object schema
 // in openapi.json against the JSON field names of its Go type, both ways,
-// nested objects described in place included, and their JSON types; and
-// that a response schema requires exactly the fields the Go type always
-// writes.
+// nested objects described in place included, and their JSON types; that
+// a response schema requires exactly the fields the Go type always writes;
+// and that every enum schema lists the values the code allows.
 func TestOpenAPISchemaFields(t *testing.T) {
 	doc := openAPIDoc(t)
 	schemas := doc["components"].(map[string]any)["schemas"].(map[string]any)
-	types := openAPITypes()
+	types, enums := openAPITypes(), openAPIEnums()
 	for name, s := range schemas {
 		s := s.(map[string]any)
 		where := "components/schemas/" + name
 		typ, typed := types[name]
 		switch {
+		case enums[name] != nil:
+			var got []string
+			for _, v := range s["enum"].([]any) {
+				got = append(got, v.(string))
+			}
+			if !slices.Equal(got, enums[name]) {
+				t.Errorf("%s: enum = %q, the code allows %q", where, got, enums[name])
+			}
 		case typed:
 			compareFields(t, doc, where, s, typ.typ, typ.ignored)
 			if typ.validate == nil {
@@ -813,6 +863,11 @@ func TestOpenAPISchemaFields(t *testing.T) {
 	for name := range types {
 		if schemas[name] == nil {
 			t.Errorf("openAPITypes maps %s, which openapi.json does not have", name)
+		}
+	}
+	for name := range enums {
+		if schemas[name] == nil {
+			t.Errorf("openAPIEnums maps %s, which openapi.json does not have", name)
 		}
 	}
 }
