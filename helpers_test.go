@@ -105,7 +105,7 @@ func newTestServerOn(t testing.TB, st *store, cfg config) *testServer {
 	}
 	clock := &testClock{t: time.Now().UTC().Truncate(time.Microsecond)}
 	srv.now = clock.Now
-	ts := httptest.NewUnstartedServer(srv.routes())
+	ts := httptest.NewUnstartedServer(recordStatuses(srv.routes()))
 	sendBuffer := new(atomic.Int64)
 	ts.Config.ConnState = func(c net.Conn, state http.ConnState) {
 		if n := sendBuffer.Load(); n > 0 && state == http.StateNew {

@@ -48,7 +48,7 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer dropDatabase(testDB.template)
-	return m.Run()
+	return checkStatuses(m.Run())
 }
 
 // createTemplate makes the database every test database is cloned from.
