@@ -55,6 +55,11 @@ func (in heartbeatRequest) apply(hb *heartbeat, create bool) (paused *bool, prob
 	return paused, nil
 }
 
+// pingAnswer is the answer to a ping: the heartbeat's state after it.
+type pingAnswer struct {
+	State string `json:"state"`
+}
+
 // heartbeatWithURL is a heartbeat as its creation returns it: with its ping
 // URL, whose token is shown this once.
 type heartbeatWithURL struct {
@@ -159,7 +164,7 @@ func (s *server) handlePing(signal string) func(http.ResponseWriter, *http.Reque
 		if wait := s.limits.ingestKey.take("heartbeat:"+strconv.FormatInt(hb.ID, 10), s.now()); wait > 0 {
 			return tooMany(wait, tooManyReports)
 		}
-		return writeJSON(w, http.StatusOK, map[string]string{"state": hb.State})
+		return writeJSON(w, http.StatusOK, pingAnswer{State: hb.State})
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -185,4 +186,20 @@ func TestHeartbeatsAcrossReplicas(t *testing.T) {
 	waitFor(t, "a replica's timer loop to open the late heartbeat's incident", func() bool {
 		return len(b.heartbeatIncidents(t, late.heartbeat)) == 1
 	})
+}
+
+// A ping URL's token is a secret: the request log names the route, not it.
+func TestPingTokenNotLogged(t *testing.T) {
+	var logs syncBuffer
+	ts := newTestServer(t)
+	ts.srv.log = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	admin := ts.register(t, "admin", "password1")
+	hb := ts.createHeartbeat(t, admin, `{"name":"cron","interval":60}`)
+	token := strings.TrimPrefix(hb.PingURL, "/api/v1/heartbeats/ping/")
+	ts.request(t, "GET", hb.PingURL, "").mustStatus(t, "ping", http.StatusOK)
+	ts.request(t, "POST", hb.PingURL+"/fail", "").mustStatus(t, "fail", http.StatusOK)
+	ts.request(t, "GET", "/api/v1/heartbeats/ping/not-a-token", "").mustStatus(t, "unknown token", http.StatusNotFound)
+	if got := logs.String(); strings.Contains(got, token) || strings.Contains(got, "not-a-token") || !strings.Contains(got, `"path":"/api/v1/heartbeats/ping/{token}/fail"`) {
+		t.Errorf("request log:\n%s\nwant the ping routes logged without their tokens", got)
+	}
 }

@@ -23,6 +23,11 @@ type hookEvent struct {
 	report newIncident // DedupKey always; the rest for trigger
 }
 
+// hookResults is the answer of the Alertmanager and Grafana hooks.
+type hookResults struct {
+	Results []hookResult `json:"results"`
+}
+
 // hookResult is what a hook did with one event, as its answer says.
 type hookResult struct {
 	DedupKey   string `json:"dedup_key"`
@@ -208,15 +213,15 @@ func (s *server) alertHook(w http.ResponseWriter, r *http.Request, hookType stri
 	if len(problems) > 0 {
 		return errBadPayload(hookType, problems)
 	}
-	results := []hookResult{}
+	answer := hookResults{Results: []hookResult{}}
 	for _, ev := range events {
 		res, err := s.applyHook(r, ig, ev)
 		if err != nil {
 			return err
 		}
-		results = append(results, res)
+		answer.Results = append(answer.Results, res)
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"results": results})
+	return writeJSON(w, http.StatusOK, answer)
 }
 
 // events turns the payload into hook events for ig.

@@ -38,6 +38,15 @@ type pagerDutyEvent struct {
 	} `json:"images"`
 }
 
+// pagerDutyAnswer is the Events API's answer: "success" with the event's
+// dedup key, or "invalid event" with what is wrong.
+type pagerDutyAnswer struct {
+	Status   string   `json:"status"`
+	Message  string   `json:"message"`
+	DedupKey string   `json:"dedup_key,omitempty"`
+	Errors   []string `json:"errors,omitempty"`
+}
+
 // pagerDutySeverities maps the Events API's severities to ours.
 var pagerDutySeverities = map[string]string{"critical": "critical", "error": "high", "warning": "medium", "info": "low"}
 
@@ -64,7 +73,7 @@ func (s *server) handlePagerDutyEnqueue(w http.ResponseWriter, r *http.Request) 
 		problems = ev.validate()
 	}
 	if len(problems) > 0 {
-		return writeJSON(w, http.StatusBadRequest, map[string]any{"status": "invalid event", "message": "Event object is invalid", "errors": problems})
+		return writeJSON(w, http.StatusBadRequest, pagerDutyAnswer{Status: "invalid event", Message: "Event object is invalid", Errors: problems})
 	}
 	ig, err := s.hookIntegration(r, ev.RoutingKey, "pagerduty")
 	if err != nil {
@@ -83,7 +92,7 @@ func (s *server) handlePagerDutyEnqueue(w http.ResponseWriter, r *http.Request) 
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusAccepted, map[string]string{"status": "success", "message": "Event processed", "dedup_key": res.DedupKey})
+	return writeJSON(w, http.StatusAccepted, pagerDutyAnswer{Status: "success", Message: "Event processed", DedupKey: res.DedupKey})
 }
 
 // validate lists what makes ev invalid, as the Events API words it.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -353,7 +354,7 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		attrs := []slog.Attr{
 			slog.String("request_id", info.id),
 			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("path", loggedPath(r)),
 			slog.String("route", r.Pattern),
 			slog.Int("status", rec.status),
 			slog.Duration("duration", time.Since(start)),
@@ -363,6 +364,15 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		}
 		s.log.LogAttrs(r.Context(), level, "request", attrs...)
 	})
+}
+
+// loggedPath is the request's path for the log, with a secret it carries
+// (a heartbeat's ping token) left out.
+func loggedPath(r *http.Request) string {
+	if token := r.PathValue("token"); token != "" {
+		return strings.Replace(r.URL.Path, token, "{token}", 1)
+	}
+	return r.URL.Path
 }
 
 func newRequestID() string {
