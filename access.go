@@ -85,6 +85,12 @@ var (
 	accessAdmin  = access{name: "admin", need: capAdmin, signedIn: true}
 	accessSelf   = access{name: "self", signedIn: true}
 	accessAnyone = access{name: "anyone"}
+	// accessHook: the handler authenticates the integration's key itself,
+	// since a PagerDuty event carries it in its body.
+	accessHook = access{name: "integration", open: true}
+	// accessPing: the secret token in a heartbeat's ping URL is its
+	// credential.
+	accessPing = access{name: "ping", open: true}
 )
 
 type principalKey struct{}

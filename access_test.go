@@ -779,7 +779,7 @@ func TestOpenStreamsEndWhenAccessIsRevoked(t *testing.T) {
 	cfg.publicRead = false
 	cfg.databaseURL = tm.srv.cfg.databaseURL
 	other := newTestServerOn(t, tm.st, cfg)
-	other.startStream(t)
+	other.startBackground(t)
 
 	viewer := bearer(tm.tokens["viewer"])
 	_, key := tm.newKey(t, tm.tokens["viewer"], "wall", "incidents:read")

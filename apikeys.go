@@ -39,17 +39,7 @@ func (in apiKeyCreate) validate() (scopes []string, days *int64, problems []fiel
 		slices.Sort(scopes)
 		scopes = slices.Compact(scopes)
 	}
-	if in.ExpiresInDays.Present && string(in.ExpiresInDays.Raw) != "null" {
-		loc := []string{"body", "expires_in_days"}
-		var n int64
-		if err := json.Unmarshal(in.ExpiresInDays.Raw, &n); err != nil {
-			problems = append(problems, fieldError{Type: "int_type", Loc: loc, Msg: "Input should be a valid integer"})
-		} else if _, ferr := parseIntParam(loc, strconv.FormatInt(n, 10), 1, maxKeyDays); ferr != nil {
-			problems = append(problems, *ferr)
-		} else {
-			days = &n
-		}
-	}
+	days, problems = intField(problems, []string{"body", "expires_in_days"}, in.ExpiresInDays, false, 1, maxKeyDays)
 	return scopes, days, problems
 }
 

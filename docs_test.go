@@ -46,7 +46,7 @@ func TestDocsShowEveryRoute(t *testing.T) {
 	for _, rt := range (&server{}).routeList() {
 		m, path, _ := strings.Cut(rt.pattern, " ")
 		pattern := regexp.QuoteMeta(strings.TrimSuffix(path, "{$}"))
-		pattern = strings.ReplaceAll(pattern, `\{id\}`, `[^/]+`)
+		pattern = regexp.MustCompile(`\\\{[a-z]+\\\}`).ReplaceAllString(pattern, `[^/]+`)
 		re := regexp.MustCompile("^" + pattern + "$")
 		found := false
 		for i, e := range examples {

@@ -17,16 +17,19 @@ var (
 	errRouteNotFound  = &httpError{status: http.StatusNotFound, detail: "Not Found"}
 
 	// 401: who the caller is.
-	errNotAuthenticated = unauthorized("Not authenticated")
-	errBadCredentials   = unauthorized("Could not validate credentials")
-	errTokenExpired     = unauthorized("Token expired")
-	errTokenRevoked     = unauthorized("Token revoked; log in again")
-	errBadLogin         = unauthorized("Incorrect username or password")
-	errAccountDisabled  = unauthorized("Account disabled")
-	errBadKey           = unauthorized("Invalid API key")
-	errKeyRevoked       = unauthorized("API key revoked")
-	errKeyExpired       = unauthorized("API key expired")
-	errBadTicket        = &httpError{status: http.StatusUnauthorized, detail: "Invalid or expired stream ticket"}
+	errNotAuthenticated    = unauthorized("Not authenticated")
+	errBadCredentials      = unauthorized("Could not validate credentials")
+	errTokenExpired        = unauthorized("Token expired")
+	errTokenRevoked        = unauthorized("Token revoked; log in again")
+	errBadLogin            = unauthorized("Incorrect username or password")
+	errAccountDisabled     = unauthorized("Account disabled")
+	errBadKey              = unauthorized("Invalid API key")
+	errKeyRevoked          = unauthorized("API key revoked")
+	errKeyExpired          = unauthorized("API key expired")
+	errBadTicket           = &httpError{status: http.StatusUnauthorized, detail: "Invalid or expired stream ticket"}
+	errBadIntegrationKey   = unauthorized("Invalid integration key")
+	errIntegrationDisabled = unauthorized("Integration disabled")
+	errBadSignature        = &httpError{status: http.StatusUnauthorized, detail: "Missing or invalid signature"}
 
 	// 403: what the caller may do.
 	errForbidden              = &httpError{status: http.StatusForbidden, detail: "Insufficient permissions"}
@@ -36,17 +39,21 @@ var (
 	errOriginNotAllowed       = &httpError{status: http.StatusForbidden, detail: "Origin not allowed"}
 
 	// 404: what is not there.
-	errIncidentNotFound = &httpError{status: http.StatusNotFound, detail: "Incident not found"}
-	errUserNotFound     = &httpError{status: http.StatusNotFound, detail: "User not found"}
-	errAPIKeyNotFound   = &httpError{status: http.StatusNotFound, detail: "API key not found"}
+	errIncidentNotFound    = &httpError{status: http.StatusNotFound, detail: "Incident not found"}
+	errUserNotFound        = &httpError{status: http.StatusNotFound, detail: "User not found"}
+	errAPIKeyNotFound      = &httpError{status: http.StatusNotFound, detail: "API key not found"}
+	errIntegrationNotFound = &httpError{status: http.StatusNotFound, detail: "Integration not found"}
+	errHeartbeatNotFound   = &httpError{status: http.StatusNotFound, detail: "Heartbeat not found"}
 
 	// 408, 409, 412, 413: the request against the state of things.
-	errBodyTimeout   = &httpError{status: http.StatusRequestTimeout, detail: "Request body not received in time"}
-	errUsernameTaken = &httpError{status: http.StatusConflict, detail: "Username already registered"}
-	errDedupKeyTaken = &httpError{status: http.StatusConflict, detail: "Another unresolved incident has the same dedup_key"}
-	errLastAdminHTTP = &httpError{status: http.StatusConflict, detail: "The last active admin cannot be demoted or disabled"}
-	errBadIfMatch    = &httpError{status: http.StatusPreconditionFailed, detail: "If-Match must be an ETag this server returned"}
-	errBodyTooLarge  = &httpError{status: http.StatusRequestEntityTooLarge, detail: "Request body too large"}
+	errBodyTimeout          = &httpError{status: http.StatusRequestTimeout, detail: "Request body not received in time"}
+	errUsernameTaken        = &httpError{status: http.StatusConflict, detail: "Username already registered"}
+	errDedupKeyTaken        = &httpError{status: http.StatusConflict, detail: "Another unresolved incident has the same dedup_key"}
+	errIntegrationNameTaken = &httpError{status: http.StatusConflict, detail: "Integration name already in use"}
+	errHeartbeatNameTaken   = &httpError{status: http.StatusConflict, detail: "Heartbeat name already in use"}
+	errLastAdminHTTP        = &httpError{status: http.StatusConflict, detail: "The last active admin cannot be demoted or disabled"}
+	errBadIfMatch           = &httpError{status: http.StatusPreconditionFailed, detail: "If-Match must be an ETag this server returned"}
+	errBodyTooLarge         = &httpError{status: http.StatusRequestEntityTooLarge, detail: "Request body too large"}
 
 	// 503: the server cannot answer now.
 	errDatabaseUnavailable = &httpError{status: http.StatusServiceUnavailable, detail: "Database unavailable"}
@@ -136,3 +143,11 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 // errResponseStarted tells writeError the client has gone or the response
 // was already sent: nothing more can be written.
 var errResponseStarted = errors.New("response already started")
+
+// conflictAs turns the store's errConflict into the route's own 409.
+func conflictAs(err error, conflict error) error {
+	if errors.Is(err, errConflict) {
+		return conflict
+	}
+	return err
+}

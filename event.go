@@ -19,19 +19,24 @@ type eventView struct {
 }
 
 // actorView is who caused an event; null in JSON for the system and
-// anonymous reports. APIKey names the key the user acted through.
+// anonymous reports. A user ({"user": ...}, with the API key it acted
+// through, if any) or an integration ({"integration": ...}).
 type actorView struct {
-	User   string `json:"user"`
-	APIKey string `json:"api_key,omitempty"`
+	User        string `json:"user,omitempty"`
+	APIKey      string `json:"api_key,omitempty"`
+	Integration string `json:"integration,omitempty"`
 }
 
 func newEventView(e storedEvent) eventView {
 	v := eventView{Type: e.Type, Seq: e.Seq, CreatedAt: e.CreatedAt, Data: e.Data, Note: e.Note}
-	if e.Actor != nil {
+	switch {
+	case e.Actor != nil:
 		v.Actor = &actorView{User: *e.Actor}
 		if e.ActorKey != nil {
 			v.Actor.APIKey = *e.ActorKey
 		}
+	case e.Integration != nil:
+		v.Actor = &actorView{Integration: *e.Integration}
 	}
 	return v
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -174,4 +175,23 @@ func boolField(problems []fieldError, loc []string, v jsonValue) (*bool, []field
 		return nil, append(problems, fieldError{Type: "bool_type", Loc: loc, Msg: "Input should be a valid boolean"})
 	}
 	return &b, problems
+}
+
+// intField reads an integer field within [min, max]; nil when absent or
+// null (a problem if required).
+func intField(problems []fieldError, loc []string, v jsonValue, required bool, min, max int64) (*int64, []fieldError) {
+	if !v.Present || string(v.Raw) == "null" {
+		if required {
+			problems = append(problems, fieldError{Type: "missing", Loc: loc, Msg: "Field required"})
+		}
+		return nil, problems
+	}
+	var n int64
+	if err := json.Unmarshal(v.Raw, &n); err != nil {
+		return nil, append(problems, fieldError{Type: "int_type", Loc: loc, Msg: "Input should be a valid integer"})
+	}
+	if _, ferr := parseIntParam(loc, strconv.FormatInt(n, 10), min, max); ferr != nil {
+		return nil, append(problems, *ferr)
+	}
+	return &n, problems
 }

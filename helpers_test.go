@@ -88,7 +88,7 @@ func newTestServer(t testing.TB, adjust ...func(*config)) *testServer {
 	}
 	t.Cleanup(func() { st.Close() })
 	ts := newTestServerOn(t, st, cfg)
-	ts.startStream(t)
+	ts.startBackground(t)
 	return ts
 }
 
@@ -120,11 +120,11 @@ func newTestServerOn(t testing.TB, st *store, cfg config) *testServer {
 	return &testServer{Server: ts, srv: srv, st: st, clock: clock, sendBuffer: sendBuffer}
 }
 
-// startStream runs the server's event feed until the test ends.
-func (ts *testServer) startStream(t testing.TB) {
+// startBackground runs the server's event feed and timers until the test ends.
+func (ts *testServer) startBackground(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := ts.srv.startStream(ctx); err != nil {
+	if err := ts.srv.startBackground(ctx); err != nil {
 		t.Fatalf("start stream: %v", err)
 	}
 	t.Cleanup(cancel)

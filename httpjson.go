@@ -219,3 +219,34 @@ func (p *page[T]) write(w http.ResponseWriter, r *http.Request, next func(last T
 	}
 	return writeEncoded(w, http.StatusOK, append(p.body, ']'))
 }
+
+// decodeForeign decodes body, one JSON object in a format its sender
+// defines (a hook's payload), into the typed dst and lists what is wrong
+// with it: a value of the wrong type, text that is not UTF-8, a key given
+// twice. Unknown fields are ignored, as every such format asks.
+func decodeForeign(body []byte, dst any) []fieldError {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return []fieldError{{Type: "json_invalid", Loc: []string{"body"}, Msg: "JSON decode error"}}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return []fieldError{{Type: "json_invalid", Loc: []string{"body"}, Msg: "JSON decode error: unexpected data after the JSON value"}}
+	}
+	if raw[0] != '{' {
+		return []fieldError{{Type: "model_attributes_type", Loc: []string{"body"}, Msg: "Input should be a JSON object"}}
+	}
+	if problems := jsonBodyProblems(raw, "body"); len(problems) > 0 {
+		return problems
+	}
+	err := json.Unmarshal(raw, dst)
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &typeErr):
+		return []fieldError{{Type: "type_error", Loc: append([]string{"body"}, strings.Split(typeErr.Field, ".")...),
+			Msg: "Input should be " + typeErr.Type.String()}}
+	}
+	return []fieldError{{Type: "value_error", Loc: []string{"body"}, Msg: "Value error, " + err.Error()}}
+}

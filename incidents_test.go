@@ -56,8 +56,8 @@ func TestIncidentCreate(t *testing.T) {
 	r.mustStatus(t, "create", http.StatusCreated)
 	var body map[string]any
 	r.json(t, &body)
-	wantKeys := []string{"acknowledged_at", "acknowledged_by", "created_at", "dedup_key", "description", "id", "labels",
-		"last_occurred_at", "occurrences", "resolved_at", "resolved_by", "severity", "status", "title", "updated_at", "version"}
+	wantKeys := []string{"acknowledged_at", "acknowledged_by", "created_at", "dedup_key", "description", "details", "id", "labels",
+		"last_occurred_at", "links", "occurrences", "resolved_at", "resolved_by", "severity", "source", "status", "title", "updated_at", "version"}
 	var keys []string
 	for k := range body {
 		keys = append(keys, k)
@@ -65,6 +65,9 @@ func TestIncidentCreate(t *testing.T) {
 	sort.Strings(keys)
 	if !reflect.DeepEqual(keys, wantKeys) {
 		t.Errorf("incident keys = %v, want %v", keys, wantKeys)
+	}
+	if body["source"] != "api" || fmt.Sprint(body["links"]) != "[]" || fmt.Sprint(body["details"]) != "map[]" {
+		t.Errorf("a REST report's source, links, details = %v, %v, %v; want \"api\", [], {}", body["source"], body["links"], body["details"])
 	}
 	if body["title"] != "Disk full" || body["description"] != "/var at 100%" || body["severity"] != "critical" ||
 		body["status"] != "open" || body["resolved_at"] != nil || body["resolved_by"] != nil {

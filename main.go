@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	streamCtx, stopStream := context.WithCancel(context.Background())
 	defer stopStream()
-	if err := srv.startStream(streamCtx); err != nil {
+	if err := srv.startBackground(streamCtx); err != nil {
 		return err
 	}
 

@@ -214,6 +214,16 @@ func openAPITypes() map[string]openAPIType {
 		"PreconditionFailed": responseType[preconditionBody](),
 		"StreamHello":        responseType[helloBody](),
 		"OpenAPIDocument":    responseType[openAPIDocument](),
+		"Link":               responseType[link](),
+		"Integration":        responseType[integration](),
+		"IntegrationWithKey": responseType[integrationWithKey](),
+		"Heartbeat":          responseType[heartbeat](),
+		"HeartbeatWithURL":   responseType[heartbeatWithURL](),
+		"PingAnswer":         responseType[pingAnswer](),
+		"HookResult":         responseType[hookResult](),
+		"HookResults":        responseType[hookResults](),
+		"HookError":          responseType[hookErrorBody](),
+		"PagerDutyAnswer":    responseType[pagerDutyAnswer](),
 
 		// Request bodies, with the handler's checks: its validate method,
 		// or, where the handler checks the body in place, the same checks.
@@ -246,7 +256,36 @@ func openAPITypes() map[string]openAPIType {
 			_, _, problems := in.validate()
 			return problems
 		}),
+		"IntegrationCreate": requestType(func(in integrationRequest) []fieldError { return in.apply(&integration{}, true) }),
+		"IntegrationUpdate": requestType(func(in integrationRequest) []fieldError { return in.apply(&integration{}, false) }),
+		"HeartbeatCreate": requestType(func(in heartbeatRequest) []fieldError {
+			_, problems := in.apply(&heartbeat{}, true)
+			return problems
+		}),
+		"HeartbeatUpdate": requestType(func(in heartbeatRequest) []fieldError {
+			_, problems := in.apply(&heartbeat{}, false)
+			return problems
+		}),
+		"GenericEvent": requestType(genericEvent.validate),
+		"PagerDutyEvent": requestType(func(ev pagerDutyEvent) []fieldError {
+			var problems []fieldError
+			for _, p := range ev.validate() {
+				problems = append(problems, fieldError{Type: "value_error", Loc: []string{"body"}, Msg: p})
+			}
+			return problems
+		}),
+		"AlertmanagerPayload": alertPayloadType(),
+		"Alert":               requestType(func(alert) []fieldError { return nil }),
 	}
+}
+
+// alertPayloadType is Alertmanager's payload, checked as the hook checks
+// it.
+func alertPayloadType() openAPIType {
+	return requestType(func(p alertPayload) []fieldError {
+		_, problems := p.events(integration{GroupBy: "alert"})
+		return problems
+	})
 }
 
 // openAPIEnums maps the enum schemas of openapi.json to the values the
@@ -305,6 +344,10 @@ type (
 	errorBody struct {
 		Detail string `json:"detail"`
 	}
+	hookErrorBody struct {
+		Detail string       `json:"detail"`
+		Errors []fieldError `json:"errors"`
+	}
 	validationBody struct {
 		Detail []fieldError `json:"detail"`
 	}
@@ -347,6 +390,8 @@ func TestOpenAPIMapBodies(t *testing.T) {
 	incidentPath := "/api/v1/incidents/" + strconv.FormatInt(inc.ID, 10)
 	sse := openSSE(t, ts, "/api/v1/events")
 	hello, _ := sse.next(t)
+	var hook integrationWithKey
+	ts.request(t, "POST", "/api/v1/integrations", `{"name":"g","type":"generic"}`, auth...).json(t, &hook)
 	for _, tt := range []struct {
 		what   string
 		got    response
@@ -370,6 +415,8 @@ func TestOpenAPIMapBodies(t *testing.T) {
 		{"GET a missing incident", ts.request(t, "GET", "/api/v1/incidents/0", ""), http.StatusNotFound, errorBody{}},
 		{"POST an empty report", ts.request(t, "POST", "/api/v1/incidents", "{}"), http.StatusUnprocessableEntity, validationBody{}},
 		{"SSE hello", response{status: http.StatusOK, body: []byte(hello.data)}, http.StatusOK, helloBody{}},
+		{"a hook's bad payload", ts.request(t, "POST", "/api/v1/hooks/generic", `{"action":"snooze"}`, bearer(hook.Key)...),
+			http.StatusBadRequest, hookErrorBody{}},
 		// Last: it ends the token.
 		{"PATCH /api/v1/me/password", ts.request(t, "PATCH", "/api/v1/me/password",
 			`{"current_password":"correct-horse-battery","new_password":"battery-staple-horse"}`, auth...), http.StatusOK, messageBody{}},

@@ -127,13 +127,6 @@ CREATE INDEX IF NOT EXISTS incidents_updated_at_idx ON incidents (updated_at, id
 CREATE INDEX IF NOT EXISTS incidents_severity_rank_idx ON incidents (severity_rank(severity), id);
 CREATE INDEX IF NOT EXISTS incidents_labels_idx ON incidents USING gin (labels jsonb_path_ops);
 
--- At most one unresolved incident per dedup_key: concurrent reports with one
--- key meet in INSERT ... ON CONFLICT on this index.
-CREATE UNIQUE INDEX IF NOT EXISTS incidents_dedup_key_unresolved ON incidents (dedup_key)
-    WHERE dedup_key IS NOT NULL AND status <> 'resolved';
--- A report that flaps finds the incident resolved a moment ago.
-CREATE INDEX IF NOT EXISTS incidents_dedup_key_resolved ON incidents (dedup_key, resolved_at)
-    WHERE dedup_key IS NOT NULL AND status = 'resolved';
 
 -- Title search (q=) uses trigrams where the pg_trgm extension can be had; a
 -- role that may not create it gets a sequential scan instead.
@@ -256,3 +249,68 @@ CREATE TABLE IF NOT EXISTS audit_log (
 );
 CREATE INDEX IF NOT EXISTS audit_log_actor_idx ON audit_log (actor_id, id);
 CREATE INDEX IF NOT EXISTS audit_log_action_idx ON audit_log (action, id);
+
+-- Integrations: monitoring tools that report through a hook of their own
+-- format (Alertmanager, Grafana, PagerDuty Events v2, generic), each with a
+-- key kept as a SHA-256 like API keys.
+CREATE TABLE IF NOT EXISTS integrations (
+    id               bigserial PRIMARY KEY,
+    name             text NOT NULL,
+    type             text NOT NULL CHECK (type IN ('alertmanager', 'grafana', 'pagerduty', 'generic')),
+    default_severity text NOT NULL CHECK (default_severity IN ('low', 'medium', 'high', 'critical')),
+    labels           jsonb NOT NULL DEFAULT '{}',
+    group_by         text NOT NULL DEFAULT 'alert' CHECK (group_by IN ('alert', 'group')),
+    hmac_secret      text,
+    timestamp_header text,
+    key_hash         bytea NOT NULL UNIQUE,
+    enabled          boolean NOT NULL DEFAULT true,
+    created_at       timestamptz NOT NULL,
+    updated_at       timestamptz NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS integrations_name_key ON integrations (lower(name));
+
+-- Where an incident came from, and what its sender said beyond the title.
+-- dedup_scope is the integration whose keys dedup_key belongs to (0: the
+-- REST API's), so two integrations may use one key without merging; it is
+-- kept when the integration is deleted. alert_started_at is an alert's
+-- startsAt: a re-sent alert with the same one is not a new occurrence.
+ALTER TABLE incidents
+    ADD COLUMN IF NOT EXISTS source text NOT NULL DEFAULT 'api',
+    ADD COLUMN IF NOT EXISTS integration_id bigint REFERENCES integrations (id) ON DELETE SET NULL,
+    ADD COLUMN IF NOT EXISTS dedup_scope bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS links jsonb NOT NULL DEFAULT '[]',
+    ADD COLUMN IF NOT EXISTS details jsonb NOT NULL DEFAULT '{}',
+    ADD COLUMN IF NOT EXISTS alert_started_at timestamptz;
+ALTER TABLE incident_events ADD COLUMN IF NOT EXISTS integration_id bigint REFERENCES integrations (id) ON DELETE SET NULL;
+
+-- At most one unresolved incident per dedup_key and scope: concurrent
+-- reports with one key meet in INSERT ... ON CONFLICT on this index. A
+-- report that flaps finds the incident resolved a moment ago on the second.
+-- They replace indexes on dedup_key alone.
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_scoped_dedup_unresolved ON incidents (dedup_scope, dedup_key)
+    WHERE dedup_key IS NOT NULL AND status <> 'resolved';
+CREATE INDEX IF NOT EXISTS incidents_scoped_dedup_resolved ON incidents (dedup_scope, dedup_key, resolved_at)
+    WHERE dedup_key IS NOT NULL AND status = 'resolved';
+DROP INDEX IF EXISTS incidents_dedup_key_unresolved;
+DROP INDEX IF EXISTS incidents_dedup_key_resolved;
+
+-- Heartbeats (dead man's switches): a job pings its secret URL; a ping
+-- overdue by interval + grace opens one incident, on whichever replica
+-- notices first, and the next ping resolves it. The deadline lives here,
+-- so restarts lose nothing.
+CREATE TABLE IF NOT EXISTS heartbeats (
+    id           bigserial PRIMARY KEY,
+    name         text NOT NULL,
+    interval_s   bigint NOT NULL CHECK (interval_s BETWEEN 30 AND 31536000),
+    grace_s      bigint NOT NULL CHECK (grace_s BETWEEN 0 AND 31536000),
+    severity     text NOT NULL CHECK (severity IN ('low', 'medium', 'high', 'critical')),
+    labels       jsonb NOT NULL DEFAULT '{}',
+    token_hash   bytea NOT NULL UNIQUE,
+    state        text NOT NULL DEFAULT 'new' CHECK (state IN ('new', 'up', 'down', 'paused')),
+    last_ping_at timestamptz,
+    deadline     timestamptz,
+    created_at   timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS heartbeats_name_key ON heartbeats (lower(name));
+CREATE INDEX IF NOT EXISTS heartbeats_deadline_idx ON heartbeats (deadline) WHERE state = 'up';

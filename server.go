@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -53,12 +54,14 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 	return s, nil
 }
 
-// startStream positions the event feed and runs it until ctx ends.
-func (s *server) startStream(ctx context.Context) error {
+// startBackground positions the event feed, and runs it and the timed work
+// until ctx ends.
+func (s *server) startBackground(ctx context.Context) error {
 	if err := s.feed.start(ctx); err != nil {
 		return fmt.Errorf("start the event stream: %w", err)
 	}
 	go s.feed.run(ctx)
+	go s.runTimers(ctx)
 	return nil
 }
 
@@ -109,6 +112,29 @@ func (s *server) routeList() []route {
 		{"POST /api/v1/incidents/{id}/notes", accessManage, s.handleNoteCreate},
 		{"GET /api/v1/incidents/{id}/notes", accessRead, s.handleNoteList},
 		{"GET /api/v1/incidents/{id}/events", accessRead, s.handleIncidentEvents},
+
+		{"POST /api/v1/integrations", accessAdmin, s.handleIntegrationCreate},
+		{"GET /api/v1/integrations", accessAdmin, s.handleIntegrationList},
+		{"GET /api/v1/integrations/{id}", accessAdmin, s.handleIntegrationGet},
+		{"PATCH /api/v1/integrations/{id}", accessAdmin, s.handleIntegrationUpdate},
+		{"DELETE /api/v1/integrations/{id}", accessAdmin, s.handleIntegrationDelete},
+		{"POST /api/v1/integrations/{id}/rotate", accessAdmin, s.handleIntegrationRotate},
+		{"POST /api/v1/hooks/alertmanager", accessHook, s.handleHookAlertmanager},
+		{"POST /api/v1/hooks/grafana", accessHook, s.handleHookGrafana},
+		{"POST /api/v1/hooks/generic", accessHook, s.handleHookGeneric},
+		{"POST /v2/enqueue", accessHook, s.handlePagerDutyEnqueue},
+
+		{"POST /api/v1/heartbeats", accessAdmin, s.handleHeartbeatCreate},
+		{"GET /api/v1/heartbeats", accessRead, s.handleHeartbeatList},
+		{"GET /api/v1/heartbeats/{id}", accessRead, s.handleHeartbeatGet},
+		{"PATCH /api/v1/heartbeats/{id}", accessAdmin, s.handleHeartbeatUpdate},
+		{"DELETE /api/v1/heartbeats/{id}", accessAdmin, s.handleHeartbeatDelete},
+		{"GET /api/v1/heartbeats/ping/{token}", accessPing, s.handlePing("ping")},
+		{"POST /api/v1/heartbeats/ping/{token}", accessPing, s.handlePing("ping")},
+		{"GET /api/v1/heartbeats/ping/{token}/start", accessPing, s.handlePing("start")},
+		{"POST /api/v1/heartbeats/ping/{token}/start", accessPing, s.handlePing("start")},
+		{"GET /api/v1/heartbeats/ping/{token}/fail", accessPing, s.handlePing("fail")},
+		{"POST /api/v1/heartbeats/ping/{token}/fail", accessPing, s.handlePing("fail")},
 
 		{"GET /api/v1/ws", accessStream, s.handleWS},
 		{"GET /api/v1/events", accessStream, s.handleSSE},
@@ -328,7 +354,7 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		attrs := []slog.Attr{
 			slog.String("request_id", info.id),
 			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("path", loggedPath(r)),
 			slog.String("route", r.Pattern),
 			slog.Int("status", rec.status),
 			slog.Duration("duration", time.Since(start)),
@@ -338,6 +364,15 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 		}
 		s.log.LogAttrs(r.Context(), level, "request", attrs...)
 	})
+}
+
+// loggedPath is the request's path for the log, with a secret it carries
+// (a heartbeat's ping token) left out.
+func loggedPath(r *http.Request) string {
+	if token := r.PathValue("token"); token != "" {
+		return strings.Replace(r.URL.Path, token, "{token}", 1)
+	}
+	return r.URL.Path
 }
 
 func newRequestID() string {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -307,13 +308,24 @@ type incident struct {
 	LastOccurredAt time.Time         `json:"last_occurred_at"`
 	Labels         map[string]string `json:"labels"`
 	Version        int64             `json:"version"`
+	// Added after the original: where it came from, and what its sender
+	// said beyond the title.
+	Source  string          `json:"source"` // the integration's name, or "api"
+	Links   []link          `json:"links"`
+	Details json.RawMessage `json:"details"` // a JSON object
+}
+
+// link is a URL an incident points to, such as a dashboard or a runbook.
+type link struct {
+	Href string `json:"href"`
+	Text string `json:"text"`
 }
 
 // incidentColumns reads an incident under the alias i, with the usernames
 // the API shows joined as resolver and acker.
 const incidentColumns = `i.id, i.title, i.description, i.severity, i.status, i.created_at, i.updated_at,
 	i.resolved_at, resolver.username, i.acknowledged_at, acker.username,
-	i.dedup_key, i.occurrences, i.last_occurred_at, i.labels, i.version`
+	i.dedup_key, i.occurrences, i.last_occurred_at, i.labels, i.version, i.source, i.links, i.details`
 
 // incidentSelect reads incidents from source (the table, or a CTE that
 // changed rows) under the alias i, with any extra columns after them.
@@ -331,10 +343,11 @@ func scanIncident(row interface{ Scan(...any) error }, extra ...any) (incident, 
 		resolvedAt, ackedAt sql.NullTime
 		resolvedBy, ackedBy sql.NullString
 		dedupKey            sql.NullString
-		labels              []byte
+		labels, links       []byte
 	)
 	dest := append([]any{&inc.ID, &inc.Title, &inc.Description, &inc.Severity, &inc.Status, &inc.CreatedAt, &inc.UpdatedAt,
-		&resolvedAt, &resolvedBy, &ackedAt, &ackedBy, &dedupKey, &inc.Occurrences, &inc.LastOccurredAt, &labels, &inc.Version}, extra...)
+		&resolvedAt, &resolvedBy, &ackedAt, &ackedBy, &dedupKey, &inc.Occurrences, &inc.LastOccurredAt, &labels, &inc.Version,
+		&inc.Source, &links, &inc.Details}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return inc, err
 	}
@@ -349,6 +362,10 @@ func scanIncident(row interface{ Scan(...any) error }, extra ...any) (incident, 
 	inc.Labels = map[string]string{}
 	if err := json.Unmarshal(labels, &inc.Labels); err != nil {
 		return inc, fmt.Errorf("incident %d labels: %w", inc.ID, err)
+	}
+	inc.Links = []link{}
+	if err := json.Unmarshal(links, &inc.Links); err != nil {
+		return inc, fmt.Errorf("incident %d links: %w", inc.ID, err)
 	}
 	return inc, nil
 }
@@ -368,11 +385,12 @@ func stringOrNil(s sql.NullString) *string {
 	return &s.String
 }
 
-// actorRef is who made a change: a user, possibly through an API key; both
-// nil for the system or an anonymous report.
+// actorRef is who made a change: a user, possibly through an API key, or
+// an integration; all nil for the system or an anonymous report.
 type actorRef struct {
-	UserID *int64
-	KeyID  *int64
+	UserID        *int64
+	KeyID         *int64
+	IntegrationID *int64
 }
 
 // newIncident is what a report carries.
@@ -383,6 +401,13 @@ type newIncident struct {
 	Severity    string
 	DedupKey    string // empty: no deduplication
 	Labels      map[string]string
+	// From an integration: its name, its id (the dedup key's scope), and
+	// what its format carries beyond the above.
+	Source    string // "" for "api"
+	Scope     int64  // 0: the REST API's dedup keys
+	Links     []link
+	Details   json.RawMessage // nil: {}
+	StartedAt *time.Time      // an alert's startsAt: a re-send with the same one counts nothing
 }
 
 // reportOutcome says what a report did.
@@ -392,6 +417,7 @@ const (
 	reportNew      reportOutcome = "new"      // a new incident
 	reportExisting reportOutcome = "existing" // counted as an occurrence of an unresolved one
 	reportReopened reportOutcome = "reopened" // reopened one resolved within the reopen window
+	reportRepeated reportOutcome = "repeated" // an alert sent again: nothing changed
 )
 
 // ReportIncident records a report. Without a dedup key it creates an
@@ -403,67 +429,98 @@ const (
 func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	labels, err := marshalJSON(in.Labels)
-	if err != nil {
-		return incident{}, "", err
-	}
-	var dedupKey *string
-	if in.DedupKey != "" {
-		dedupKey = &in.DedupKey
-	}
 	var (
 		inc     incident
 		outcome reportOutcome
 	)
-	report := func(tx *sql.Tx) error {
-		if dedupKey != nil && reopenWindow > 0 {
-			reopened, err := st.reopenFlapping(ctx, tx, in, now.Add(-reopenWindow), now)
-			if err != nil || reopened != nil {
-				if reopened != nil {
-					inc, outcome = *reopened, reportReopened
-				}
-				return err
-			}
-		}
-		var inserted bool
-		insert, err := st.prepared(ctx, tx, reportSQL)
-		if err != nil {
-			return err
-		}
-		inc, err = scanIncident(insert.QueryRowContext(ctx, in.Title, in.Description, in.Severity, now, dedupKey, labels), &inserted)
-		if err != nil {
-			return fmt.Errorf("report incident: %w", err)
-		}
-		outcome = reportNew
-		eventType := "added"
-		if !inserted {
-			outcome, eventType = reportExisting, "occurred"
-		}
-		return st.appendEvent(ctx, tx, eventType, inc, in.By, nil, now)
-	}
 	// A reopen can race a concurrent report that created a new incident for
 	// the key; the unique index refuses the second unresolved incident and
 	// the report runs again, now finding the first.
 	for attempt := 0; ; attempt++ {
-		err = st.inTx(ctx, report)
+		err := st.inTx(ctx, func(tx *sql.Tx) (err error) {
+			inc, outcome, err = st.report(ctx, tx, in, reopenWindow, now)
+			return err
+		})
 		if !errors.Is(err, errConflict) || attempt == 2 {
 			return inc, outcome, err
 		}
 	}
 }
 
+// report is ReportIncident's work inside tx.
+func (st *store) report(ctx context.Context, tx *sql.Tx, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
+	if in.DedupKey != "" && reopenWindow > 0 {
+		reopened, err := st.reopenFlapping(ctx, tx, in, now.Add(-reopenWindow), now)
+		if err != nil || reopened != nil {
+			if reopened != nil {
+				return *reopened, reportReopened, err
+			}
+			return incident{}, "", err
+		}
+	}
+	labels, err := marshalJSON(in.Labels)
+	if err != nil {
+		return incident{}, "", err
+	}
+	if in.Links == nil {
+		in.Links = []link{}
+	}
+	links, err := marshalJSON(in.Links)
+	if err != nil {
+		return incident{}, "", err
+	}
+	details := in.Details
+	if details == nil {
+		details = json.RawMessage(`{}`)
+	}
+	var dedupKey *string
+	if in.DedupKey != "" {
+		dedupKey = &in.DedupKey
+	}
+	var integrationID *int64
+	if in.Scope > 0 {
+		integrationID = &in.Scope
+	}
+	insert, err := st.prepared(ctx, tx, reportSQL)
+	if err != nil {
+		return incident{}, "", err
+	}
+	var inserted bool
+	inc, err := scanIncident(insert.QueryRowContext(ctx, in.Title, in.Description, in.Severity, now, dedupKey, labels,
+		cmp.Or(in.Source, "api"), integrationID, in.Scope, links, details, in.StartedAt), &inserted)
+	if errors.Is(err, sql.ErrNoRows) {
+		// The alert was sent again with the same start: the incident stays
+		// as it is.
+		inc, err = scanIncident(tx.QueryRowContext(ctx, incidentSelect("incidents")+`
+			WHERE i.dedup_scope = $1 AND i.dedup_key = $2 AND i.status <> 'resolved'`, in.Scope, in.DedupKey))
+		return inc, reportRepeated, err
+	}
+	if err != nil {
+		return incident{}, "", fmt.Errorf("report incident: %w", err)
+	}
+	outcome, eventType := reportNew, "added"
+	if !inserted {
+		outcome, eventType = reportExisting, "occurred"
+	}
+	return inc, outcome, st.appendEvent(ctx, tx, eventType, inc, in.By, nil, now)
+}
+
 // reportSQL inserts a report, or counts it on the unresolved incident with
-// its dedup key; i.inserted tells which.
+// its dedup key (in its scope); i.inserted tells which. An alert sent again
+// with the start it had changes nothing and returns no row.
 var reportSQL = `WITH reported AS (
-			INSERT INTO incidents (title, description, severity, status, created_at, updated_at, last_occurred_at, dedup_key, labels)
-			VALUES ($1, $2, $3, 'open', $4, $4, $4, $5, $6)
-			ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status <> 'resolved' DO UPDATE SET
+			INSERT INTO incidents (title, description, severity, status, created_at, updated_at, last_occurred_at, dedup_key, labels,
+				source, integration_id, dedup_scope, links, details, alert_started_at)
+			VALUES ($1, $2, $3, 'open', $4, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			ON CONFLICT (dedup_scope, dedup_key) WHERE dedup_key IS NOT NULL AND status <> 'resolved' DO UPDATE SET
 				occurrences = incidents.occurrences + 1,
 				last_occurred_at = EXCLUDED.last_occurred_at,
 				severity = CASE WHEN severity_rank(EXCLUDED.severity) > severity_rank(incidents.severity)
 					THEN EXCLUDED.severity ELSE incidents.severity END,
+				alert_started_at = EXCLUDED.alert_started_at,
 				updated_at = EXCLUDED.updated_at,
 				version = incidents.version + 1
+			WHERE EXCLUDED.alert_started_at IS NULL OR incidents.alert_started_at IS DISTINCT FROM EXCLUDED.alert_started_at
 			RETURNING *, xmax = 0 AS inserted)
 			` + incidentSelect("reported", "i.inserted")
 
@@ -477,7 +534,8 @@ var reportSQL = `WITH reported AS (
 // reports wait for one reopen and then count as occurrences of it.
 func (st *store) reopenFlapping(ctx context.Context, tx *sql.Tx, in newIncident, resolvedSince, now time.Time) (*incident, error) {
 	var id int64
-	err := tx.QueryRowContext(ctx, `SELECT id FROM incidents WHERE dedup_key = $1 AND status <> 'resolved' FOR UPDATE`, in.DedupKey).Scan(&id)
+	err := tx.QueryRowContext(ctx, `SELECT id FROM incidents WHERE dedup_scope = $1 AND dedup_key = $2 AND status <> 'resolved' FOR UPDATE`,
+		in.Scope, in.DedupKey).Scan(&id)
 	if err == nil {
 		return nil, nil // the report counts on it, which it holds until commit
 	}
@@ -487,17 +545,18 @@ func (st *store) reopenFlapping(ctx context.Context, tx *sql.Tx, in newIncident,
 	// A statement of its own, so that its snapshot sees a resolve the lock
 	// above waited for.
 	err = tx.QueryRowContext(ctx, `SELECT id FROM incidents r
-		WHERE dedup_key = $1 AND status = 'resolved' AND resolved_at > $2
-		  AND NOT EXISTS (SELECT 1 FROM incidents u WHERE u.dedup_key = $1 AND u.status <> 'resolved')
+		WHERE dedup_scope = $3 AND dedup_key = $1 AND status = 'resolved' AND resolved_at > $2
+		  AND NOT EXISTS (SELECT 1 FROM incidents u WHERE u.dedup_scope = $3 AND u.dedup_key = $1 AND u.status <> 'resolved')
 		ORDER BY resolved_at DESC LIMIT 1
-		FOR UPDATE`, in.DedupKey, resolvedSince).Scan(&id)
+		FOR UPDATE`, in.DedupKey, resolvedSince, in.Scope).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("find flapping incident: %w", err)
 	}
-	inc, err := st.applyTransition(ctx, tx, id, actions["reopen"], actorRef{}, nil, "", now, in.Severity)
+	// Reopened by the system, or by the integration that reported it.
+	inc, err := st.applyTransition(ctx, tx, id, actions["reopen"], actorRef{IntegrationID: in.By.IntegrationID}, nil, "", now, in.Severity)
 	return &inc, err
 }
 
@@ -650,8 +709,8 @@ func (st *store) incidentExists(ctx context.Context, id int64) error {
 	return st.mapErr(err)
 }
 
-const appendEventSQL = `INSERT INTO incident_events (incident_id, type, actor_id, api_key_id, created_at, data, note_id)
-	VALUES ($1, $2, $3, $4, $5, $6, $7)`
+const appendEventSQL = `INSERT INTO incident_events (incident_id, type, actor_id, api_key_id, created_at, data, note_id, integration_id)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
 
 // appendEvent records a change to inc, with inc as it is after the change.
 func (st *store) appendEvent(ctx context.Context, tx *sql.Tx, eventType string, inc incident, by actorRef, noteID *int64, now time.Time) error {
@@ -663,7 +722,7 @@ func (st *store) appendEvent(ctx context.Context, tx *sql.Tx, eventType string, 
 	if err != nil {
 		return err
 	}
-	_, err = insert.ExecContext(ctx, inc.ID, eventType, by.UserID, by.KeyID, now, data, noteID)
+	_, err = insert.ExecContext(ctx, inc.ID, eventType, by.UserID, by.KeyID, now, data, noteID, by.IntegrationID)
 	if err != nil {
 		return fmt.Errorf("append %s event: %w", eventType, err)
 	}
@@ -813,9 +872,12 @@ type storedEvent struct {
 	Type       string
 	Actor      *string // username; nil for the system or a deleted user
 	ActorKey   *string // the name of the API key the actor used, if any
-	CreatedAt  time.Time
-	Data       json.RawMessage
-	Note       *note // the note left with the change, if any
+	// Integration is the name of the integration that made the change, if
+	// one did.
+	Integration *string
+	CreatedAt   time.Time
+	Data        json.RawMessage
+	Note        *note // the note left with the change, if any
 }
 
 // LatestEventSeq returns the newest event's sequence number, 0 when none.
@@ -876,11 +938,12 @@ const (
 
 // eventsSQL reads events matching where ($1 and $2), in order, up to $3.
 func eventsSQL(where string) string {
-	return `SELECT e.id, e.incident_id, e.type, actor.username, actor_key.name, e.created_at, e.data,
+	return `SELECT e.id, e.incident_id, e.type, actor.username, actor_key.name, integration.name, e.created_at, e.data,
 			n.id, n.body, author.username, n.created_at
 		FROM incident_events e
 		LEFT JOIN users actor ON actor.id = e.actor_id
 		LEFT JOIN api_keys actor_key ON actor_key.id = e.api_key_id
+		LEFT JOIN integrations integration ON integration.id = e.integration_id
 		LEFT JOIN incident_notes n ON n.id = e.note_id
 		LEFT JOIN users author ON author.id = n.author_id
 		WHERE ` + where + ` ORDER BY e.id LIMIT $3`
@@ -895,14 +958,15 @@ func (st *store) events(ctx context.Context, where string, limit int, add func(s
 			e          storedEvent
 			actor      sql.NullString
 			actorKey   sql.NullString
+			integ      sql.NullString
 			noteID     sql.NullInt64
 			noteBody   sql.NullString
 			noteAuthor sql.NullString
 			noteAt     sql.NullTime
 		)
-		err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &actorKey, &e.CreatedAt, &e.Data,
+		err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &actorKey, &integ, &e.CreatedAt, &e.Data,
 			&noteID, &noteBody, &noteAuthor, &noteAt)
-		e.Actor, e.ActorKey = stringOrNil(actor), stringOrNil(actorKey)
+		e.Actor, e.ActorKey, e.Integration = stringOrNil(actor), stringOrNil(actorKey), stringOrNil(integ)
 		e.CreatedAt = e.CreatedAt.UTC()
 		if noteID.Valid {
 			e.Note = &note{ID: noteID.Int64, IncidentID: e.IncidentID, Body: noteBody.String, Author: stringOrNil(noteAuthor), CreatedAt: noteAt.Time.UTC()}

@@ -456,7 +456,7 @@ func TestStreamAcrossInstances(t *testing.T) {
 	}
 	defer st.Close()
 	b := newTestServerOn(t, st, a.srv.cfg)
-	b.startStream(t)
+	b.startBackground(t)
 
 	c, hello := mustDial(t, b, "/api/v1/ws")
 	var want []int64

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Limits of a heartbeat's period, in seconds: 30 s to 365 days.
+const (
+	minHeartbeatInterval = 30
+	maxHeartbeatInterval = 365 * 24 * 3600
+)
+
+// heartbeatRequest is the body of POST and PATCH /api/v1/heartbeats.
+type heartbeatRequest struct {
+	Name     jsonString `json:"name"`
+	Interval jsonValue  `json:"interval"`
+	Grace    jsonValue  `json:"grace"`
+	Severity jsonString `json:"severity"`
+	Labels   jsonLabels `json:"labels"`
+	Paused   jsonValue  `json:"paused"`
+}
+
+// apply validates in and applies what it sets to hb: the name and interval
+// are required to create one.
+func (in heartbeatRequest) apply(hb *heartbeat, create bool) (paused *bool, problems []fieldError) {
+	loc := func(name string) []string { return []string{"body", name} }
+	problems = stringRule{required: create, min: 1, max: 100, notBlank: true}.check(problems, loc("name"), in.Name)
+	interval, problems := intField(problems, loc("interval"), in.Interval, create, minHeartbeatInterval, maxHeartbeatInterval)
+	grace, problems := intField(problems, loc("grace"), in.Grace, false, 0, maxHeartbeatInterval)
+	problems = stringRule{oneOf: severities}.check(problems, loc("severity"), in.Severity)
+	problems = in.Labels.check(problems, loc("labels"))
+	paused, problems = boolField(problems, loc("paused"), in.Paused)
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	if in.Name.Present && !in.Name.Null {
+		hb.Name = in.Name.Value
+	}
+	if in.Severity.Present && !in.Severity.Null {
+		hb.Severity = in.Severity.Value
+	}
+	if interval != nil {
+		hb.Interval = *interval
+	}
+	if grace != nil {
+		hb.Grace = *grace
+	}
+	if in.Labels.Present {
+		hb.Labels = in.Labels.values()
+	}
+	return paused, nil
+}
+
+// pingAnswer is the answer to a ping: the heartbeat's state after it.
+type pingAnswer struct {
+	State string `json:"state"`
+}
+
+// heartbeatWithURL is a heartbeat as its creation returns it: with its ping
+// URL, whose token is shown this once.
+type heartbeatWithURL struct {
+	heartbeat
+	PingURL string `json:"ping_url"`
+}
+
+// handleHeartbeatCreate handles POST /api/v1/heartbeats.
+func (s *server) handleHeartbeatCreate(w http.ResponseWriter, r *http.Request) error {
+	var in heartbeatRequest
+	if err := readJSON(w, r, &in); err != nil {
+		return err
+	}
+	hb := heartbeat{Grace: 60, Severity: "high", Labels: map[string]string{}}
+	if _, problems := in.apply(&hb, true); len(problems) > 0 {
+		return invalid(problems...)
+	}
+	token, err := newSecret("")
+	if err != nil {
+		return err
+	}
+	created, err := s.store.CreateHeartbeat(r.Context(), hb, secretHash(token), s.adminAudit(r, "heartbeat.created"), s.now())
+	if err != nil {
+		return conflictAs(err, errHeartbeatNameTaken)
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusCreated, heartbeatWithURL{created, "/api/v1/heartbeats/ping/" + token})
+}
+
+// handleHeartbeatList handles GET /api/v1/heartbeats.
+func (s *server) handleHeartbeatList(w http.ResponseWriter, r *http.Request) error {
+	list, err := s.store.Heartbeats(r.Context())
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, list)
+}
+
+// handleHeartbeatGet handles GET /api/v1/heartbeats/{id}.
+func (s *server) handleHeartbeatGet(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	hb, err := s.store.Heartbeat(r.Context(), id)
+	if err != nil {
+		return notFoundAs(err, errHeartbeatNotFound)
+	}
+	return writeJSON(w, http.StatusOK, hb)
+}
+
+// handleHeartbeatUpdate handles PATCH /api/v1/heartbeats/{id}.
+func (s *server) handleHeartbeatUpdate(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	var in heartbeatRequest
+	if err := readJSON(w, r, &in); err != nil {
+		return err
+	}
+	hb, err := s.store.Heartbeat(r.Context(), id)
+	if err != nil {
+		return notFoundAs(err, errHeartbeatNotFound)
+	}
+	paused, problems := in.apply(&hb, false)
+	if len(problems) > 0 {
+		return invalid(problems...)
+	}
+	updated, err := s.store.UpdateHeartbeat(r.Context(), hb, paused, s.adminAudit(r, "heartbeat.updated"), s.now())
+	if err != nil {
+		return notFoundAs(conflictAs(err, errHeartbeatNameTaken), errHeartbeatNotFound)
+	}
+	return writeJSON(w, http.StatusOK, updated)
+}
+
+// handleHeartbeatDelete handles DELETE /api/v1/heartbeats/{id}.
+func (s *server) handleHeartbeatDelete(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	if err := s.store.DeleteHeartbeat(r.Context(), id, s.adminAudit(r, "heartbeat.deleted"), s.now()); err != nil {
+		return notFoundAs(err, errHeartbeatNotFound)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// handlePing handles HEAD, GET and POST /api/v1/heartbeats/ping/{token}
+// and its /start and /fail: any body is read and dropped, so that
+// Alertmanager's always-firing Watchdog alert can be routed here.
+func (s *server) handlePing(signal string) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxBodyBytes)); err != nil {
+			return errBodyTooLarge
+		}
+		hb, err := s.store.HeartbeatSignal(r.Context(), secretHash(r.PathValue("token")), signal, s.cfg.reopenWindow, s.now())
+		if err != nil {
+			return notFoundAs(err, errHeartbeatNotFound)
+		}
+		if wait := s.limits.ingestKey.take("heartbeat:"+strconv.FormatInt(hb.ID, 10), s.now()); wait > 0 {
+			return tooMany(wait, tooManyReports)
+		}
+		return writeJSON(w, http.StatusOK, pingAnswer{State: hb.State})
+	}
+}
+
+// timerInterval is how often a replica looks for work that is due.
+const timerInterval = time.Second
+
+// runTimers does the timed work until ctx ends: the one background loop,
+// on every replica. Work that is due is claimed in PostgreSQL, so it is
+// done once whichever replica gets there first.
+func (s *server) runTimers(ctx context.Context) {
+	tick := time.NewTicker(timerInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if _, err := s.store.OverdueHeartbeats(ctx, s.cfg.reopenWindow, s.now()); err != nil && ctx.Err() == nil {
+			s.log.Warn("check heartbeats", "error", err)
+		}
+	}
+}
