@@ -197,8 +197,12 @@ func TestAlertmanagerHook(t *testing.T) {
 	}
 
 	// Firing again within REOPEN_WINDOW reopens.
-	if got := outcomes(post(am.Key, amPayload("firing", amAlert("firing", "fp-disk", "DiskFull", "page", "2026-12-01T12:00:00Z")))); got != "reopened" {
+	refired := amPayload("firing", amAlert("firing", "fp-disk", "DiskFull", "page", "2026-12-01T12:00:00Z"))
+	if got := outcomes(post(am.Key, refired)); got != "reopened" {
 		t.Errorf("firing after resolve: %s, want reopened", got)
+	}
+	if got := outcomes(post(am.Key, refired)); got != "repeated" {
+		t.Errorf("the reopening alert sent again: %s, want repeated", got)
 	}
 
 	for _, tt := range []struct {

@@ -451,6 +451,10 @@ func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindo
 func (st *store) report(ctx context.Context, tx *sql.Tx, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
 	if in.DedupKey != "" && reopenWindow > 0 {
 		reopened, err := st.reopenFlapping(ctx, tx, in, now.Add(-reopenWindow), now)
+		if err == nil && reopened != nil && in.StartedAt != nil {
+			// Its re-sends must find the start that reopened it.
+			_, err = tx.ExecContext(ctx, `UPDATE incidents SET alert_started_at = $2 WHERE id = $1`, reopened.ID, in.StartedAt)
+		}
 		if err != nil || reopened != nil {
 			if reopened != nil {
 				return *reopened, reportReopened, err
