@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -157,12 +157,13 @@ func (s *server) handlePing(signal string) func(http.ResponseWriter, *http.Reque
 		if _, err := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxBodyBytes)); err != nil {
 			return errBodyTooLarge
 		}
-		hb, err := s.store.HeartbeatSignal(r.Context(), secretHash(r.PathValue("token")), signal, s.cfg.reopenWindow, s.now())
+		hash := secretHash(r.PathValue("token"))
+		if wait := s.limits.ingestKey.take("ping:"+hex.EncodeToString(hash[:8]), s.now()); wait > 0 {
+			return tooMany(wait, tooManyReports)
+		}
+		hb, err := s.store.HeartbeatSignal(r.Context(), hash, signal, s.cfg.reopenWindow, s.now())
 		if err != nil {
 			return notFoundAs(err, errHeartbeatNotFound)
-		}
-		if wait := s.limits.ingestKey.take("heartbeat:"+strconv.FormatInt(hb.ID, 10), s.now()); wait > 0 {
-			return tooMany(wait, tooManyReports)
 		}
 		return writeJSON(w, http.StatusOK, pingAnswer{State: hb.State})
 	}

@@ -199,7 +199,36 @@ func TestPingTokenNotLogged(t *testing.T) {
 	ts.request(t, "GET", hb.PingURL, "").mustStatus(t, "ping", http.StatusOK)
 	ts.request(t, "POST", hb.PingURL+"/fail", "").mustStatus(t, "fail", http.StatusOK)
 	ts.request(t, "GET", "/api/v1/heartbeats/ping/not-a-token", "").mustStatus(t, "unknown token", http.StatusNotFound)
+	ts.request(t, "PUT", hb.PingURL, "").mustStatus(t, "a method no ping route has", http.StatusMethodNotAllowed)
+	ts.request(t, "GET", hb.PingURL+"/", "").mustStatus(t, "no such route", http.StatusNotFound)
 	if got := logs.String(); strings.Contains(got, token) || strings.Contains(got, "not-a-token") || !strings.Contains(got, `"path":"/api/v1/heartbeats/ping/{token}/fail"`) {
 		t.Errorf("request log:\n%s\nwant the ping routes logged without their tokens", got)
+	}
+}
+
+// A change of settings keeps a running deadline; a ping resolves the
+// heartbeat's open incident even after a pause came between.
+func TestHeartbeatChangesKeepItsWatch(t *testing.T) {
+	ts := newTestServer(t, func(c *config) { c.rateLimits = false })
+	admin := ts.register(t, "admin", "password1")
+	hb := ts.createHeartbeat(t, admin, `{"name":"job","interval":60,"grace":30}`)
+	ts.request(t, "POST", hb.PingURL+"/start", "").mustStatus(t, "start", http.StatusOK)
+	var got heartbeat
+	ts.request(t, "PATCH", fmt.Sprintf("/api/v1/heartbeats/%d", hb.ID), `{"name":"job 2"}`, bearer(admin)...).mustStatus(t, "rename", http.StatusOK).json(t, &got)
+	if want := ts.clock.Now().Add(30 * time.Second); got.Deadline == nil || !got.Deadline.Equal(want) {
+		t.Fatalf("after a rename the deadline is %v, want the start's %v", got.Deadline, want)
+	}
+	ts.clock.Advance(31 * time.Second)
+	ts.st.OverdueHeartbeats(context.Background(), ts.srv.cfg.reopenWindow, ts.clock.Now())
+	list := ts.heartbeatIncidents(t, hb.heartbeat)
+	if len(list) != 1 {
+		t.Fatalf("%d incidents after the started job overran, want 1", len(list))
+	}
+	for _, paused := range []string{"true", "false"} {
+		ts.request(t, "PATCH", fmt.Sprintf("/api/v1/heartbeats/%d", hb.ID), `{"paused":`+paused+`}`, bearer(admin)...).mustStatus(t, "pause "+paused, http.StatusOK)
+	}
+	ts.request(t, "GET", hb.PingURL, "").mustStatus(t, "ping", http.StatusOK)
+	if inc := ts.getIncident(t, list[0].ID); inc.Status != "resolved" {
+		t.Errorf("after pause, unpause and a ping, the incident is %s, want resolved", inc.Status)
 	}
 }

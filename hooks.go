@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -118,10 +120,25 @@ func fitLabels(sent, static map[string]string) map[string]string {
 
 // addLink appends a link to href when href is an absolute http(s) URL.
 func addLink(links []link, href, text string) []link {
-	if len(links) >= maxLinks || len(href) > maxLinkLen || !(strings.HasPrefix(href, "http://") || strings.HasPrefix(href, "https://")) {
+	u, err := url.Parse(href)
+	if len(links) >= maxLinks || len(href) > maxLinkLen || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		strings.ContainsFunc(href, unicode.IsControl) {
 		return links
 	}
 	return append(links, link{Href: href, Text: fitText(text, 200)})
+}
+
+// fitKey makes a sender's key a dedup key: a longer one keeps its start
+// and ends in a hash of the whole, so that keys differing only past the
+// limit (Alertmanager's group keys end in what tells groups apart) stay
+// apart.
+func fitKey(key string) string {
+	key = strings.ReplaceAll(key, "\x00", "")
+	if utf8.RuneCountInString(key) <= maxDedupKeyLen {
+		return key
+	}
+	sum := sha256.Sum256([]byte(key))
+	return string([]rune(key)[:maxDedupKeyLen-33]) + "#" + hex.EncodeToString(sum[:16])
 }
 
 // detailsJSON encodes details as an incident's details object.
@@ -288,7 +305,7 @@ func (a alert) report(p alertPayload) newIncident {
 // it out, a hash of its labels, which identify an alert in Alertmanager.
 func (a alert) key() string {
 	if a.Fingerprint != "" {
-		return fitText(a.Fingerprint, maxDedupKeyLen)
+		return fitKey(a.Fingerprint)
 	}
 	h := sha256.New()
 	for _, k := range slices.Sorted(maps.Keys(a.Labels)) {
@@ -320,7 +337,7 @@ func (p alertPayload) groupEvent() hookEvent {
 		labels = p.GroupLabels
 	}
 	in := newIncident{
-		DedupKey:    fitText(p.GroupKey, maxDedupKeyLen),
+		DedupKey:    fitKey(p.GroupKey),
 		Title:       alertTitle(p.CommonAnnotations, labels),
 		Description: fitText(cmp.Or(p.CommonAnnotations["description"], p.Message), maxDescriptionLen),
 		Severity:    alertSeverities[strings.ToLower(labels["severity"])],

@@ -390,3 +390,38 @@ func TestGenericHook(t *testing.T) {
 	slow.hook(t, "/api/v1/hooks/generic", k.Key, `{"title":"one"}`).mustStatus(t, "first", http.StatusOK)
 	slow.hook(t, "/api/v1/hooks/generic", k.Key, `{"title":"two"}`).mustStatus(t, "over the limit", http.StatusTooManyRequests)
 }
+
+// What PostgreSQL cannot store is refused with a 400 naming it, never a
+// 500 that a sender would retry for ever; keys too long to store stay
+// apart.
+func TestHookBodiesStorable(t *testing.T) {
+	ts := newTestServer(t, func(c *config) { c.rateLimits = false })
+	admin := ts.register(t, "admin", "password1")
+	am := ts.createIntegration(t, admin, `{"name":"am","type":"alertmanager","group_by":"group"}`)
+	g := ts.createIntegration(t, admin, `{"name":"g","type":"generic"}`)
+	pd := ts.createIntegration(t, admin, `{"name":"pd","type":"pagerduty"}`)
+	for _, tt := range []struct{ name, path, key, body string }{
+		{"NUL in an annotation", "/api/v1/hooks/alertmanager", am.Key, `{"groupKey":"k","alerts":[{"status":"firing","annotations":{"foo":"a\u0000b"}}]}`},
+		{"NUL in details", "/api/v1/hooks/generic", g.Key, `{"title":"t","details":{"a\u0000":1}}`},
+		{"NUL in a link", "/api/v1/hooks/generic", g.Key, `{"title":"t","links":[{"href":"https://x/\u0000"}]}`},
+		{"NUL as the title", "/api/v1/hooks/generic", g.Key, `{"title":"\u0000"}`},
+		{"NUL in custom details", "/v2/enqueue", "", `{"routing_key":"` + pd.Key + `","event_action":"trigger","payload":{"summary":"s","source":"x","severity":"info","custom_details":"\u0000"}}`},
+	} {
+		if r := ts.hook(t, tt.path, tt.key, tt.body); r.status != http.StatusBadRequest {
+			t.Errorf("%s: %d %s, want 400", tt.name, r.status, r.body)
+		}
+	}
+	// An escaped backslash before u0000 is text.
+	ts.hook(t, "/api/v1/hooks/generic", g.Key, `{"title":"C:\\u0000 path"}`).mustStatus(t, "escaped backslash", http.StatusOK)
+	// Two group keys alike in their first 300 characters are two groups.
+	prefix := strings.Repeat("{env=\"prod\"}/", 25)
+	for _, tail := range []string{`:{alertname="A"}`, `:{alertname="B"}`} {
+		body := fmt.Sprintf(`{"groupKey":%q,"status":"firing","alerts":[{"status":"firing","labels":{"alertname":"x"},"startsAt":"2026-12-01T10:00:00Z"}]}`, prefix+tail)
+		ts.hook(t, "/api/v1/hooks/alertmanager", am.Key, body).mustStatus(t, "long group key", http.StatusOK)
+	}
+	var n int
+	ts.st.db.QueryRow(`SELECT count(DISTINCT dedup_key) FROM incidents WHERE source = 'am'`).Scan(&n)
+	if n != 2 {
+		t.Errorf("two long group keys made %d incidents, want 2", n)
+	}
+}

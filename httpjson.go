@@ -239,6 +239,9 @@ func decodeForeign(body []byte, dst any) []fieldError {
 	if problems := jsonBodyProblems(raw, "body"); len(problems) > 0 {
 		return problems
 	}
+	if hasEscapedNUL(raw) { // PostgreSQL stores no NUL, in text or in jsonb
+		return []fieldError{{Type: "string_unicode", Loc: []string{"body"}, Msg: "Input should be a valid string: UTF-8 without NUL characters"}}
+	}
 	err := json.Unmarshal(raw, dst)
 	var typeErr *json.UnmarshalTypeError
 	switch {

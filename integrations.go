@@ -150,7 +150,7 @@ func (s *server) handleIntegrationUpdate(w http.ResponseWriter, r *http.Request)
 	if err := invalid(in.apply(&ig, false)...); err != nil {
 		return err
 	}
-	updated, err := s.store.UpdateIntegration(r.Context(), ig, nil, s.adminAudit(r, "integration.updated"), s.now())
+	updated, err := s.store.UpdateIntegration(r.Context(), ig, s.adminAudit(r, "integration.updated"), s.now())
 	if err != nil {
 		return notFoundAs(conflictAs(err, errIntegrationNameTaken), errIntegrationNotFound)
 	}
@@ -164,15 +164,11 @@ func (s *server) handleIntegrationRotate(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	ig, err := s.store.Integration(r.Context(), id)
-	if err != nil {
-		return notFoundAs(err, errIntegrationNotFound)
-	}
 	key, err := randomKey()
 	if err != nil {
 		return err
 	}
-	updated, err := s.store.UpdateIntegration(r.Context(), ig, secretHash(key), s.adminAudit(r, "integration.key_rotated"), s.now())
+	updated, err := s.store.RotateIntegrationKey(r.Context(), id, secretHash(key), s.adminAudit(r, "integration.key_rotated"), s.now())
 	if err != nil {
 		return notFoundAs(err, errIntegrationNotFound)
 	}

@@ -9,6 +9,20 @@ import (
 	"unicode/utf8"
 )
 
+// hasEscapedNUL tells whether raw, valid JSON, has a \u0000 escape in a
+// string (a raw NUL byte is not valid JSON).
+func hasEscapedNUL(raw []byte) bool {
+	for i := 0; i+5 < len(raw); i++ {
+		if raw[i] == '\\' {
+			if string(raw[i+1:i+6]) == "u0000" {
+				return true
+			}
+			i++ // the escaped character, which may be a backslash
+		}
+	}
+	return false
+}
+
 // maxBodyProblems bounds the problems jsonBodyProblems reports: a body
 // with more is not one a person corrects field by field.
 const maxBodyProblems = 20

@@ -282,6 +282,10 @@ ALTER TABLE incidents
     ADD COLUMN IF NOT EXISTS details jsonb NOT NULL DEFAULT '{}',
     ADD COLUMN IF NOT EXISTS alert_started_at timestamptz;
 ALTER TABLE incident_events ADD COLUMN IF NOT EXISTS integration_id bigint REFERENCES integrations (id) ON DELETE SET NULL;
+-- Deleting an integration sets these to NULL: without an index, a scan of
+-- both tables.
+CREATE INDEX IF NOT EXISTS incidents_integration_idx ON incidents (integration_id) WHERE integration_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS incident_events_integration_idx ON incident_events (integration_id) WHERE integration_id IS NOT NULL;
 
 -- At most one unresolved incident per dedup_key and scope: concurrent
 -- reports with one key meet in INSERT ... ON CONFLICT on this index. A

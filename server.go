@@ -366,13 +366,22 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 	})
 }
 
-// loggedPath is the request's path for the log, with a secret it carries
-// (a heartbeat's ping token) left out.
+// pingPrefix starts the paths whose next segment is a heartbeat's secret
+// token.
+const pingPrefix = "/api/v1/heartbeats/ping/"
+
+// loggedPath is the request's path for the log, with a ping token left
+// out, whether or not the path matched a route.
 func loggedPath(r *http.Request) string {
-	if token := r.PathValue("token"); token != "" {
-		return strings.Replace(r.URL.Path, token, "{token}", 1)
+	rest, ok := strings.CutPrefix(r.URL.Path, pingPrefix)
+	if !ok {
+		return r.URL.Path
 	}
-	return r.URL.Path
+	_, after, _ := strings.Cut(rest, "/")
+	if after != "" || strings.HasSuffix(rest, "/") {
+		after = "/" + after
+	}
+	return pingPrefix + "{token}" + after
 }
 
 func newRequestID() string {

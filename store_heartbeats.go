@@ -105,7 +105,8 @@ func (st *store) UpdateHeartbeat(ctx context.Context, hb heartbeat, paused *bool
 				ELSE state END,
 			deadline = CASE WHEN $8::boolean THEN NULL
 				WHEN NOT $8::boolean AND state = 'paused' AND last_ping_at IS NOT NULL THEN $7::timestamptz + make_interval(secs => $3::bigint + $4::bigint)
-				WHEN state = 'up' THEN last_ping_at + make_interval(secs => $3::bigint + $4::bigint)
+				WHEN state = 'up' AND (interval_s <> $3 OR grace_s <> $4)
+					THEN coalesce(last_ping_at, $7::timestamptz) + make_interval(secs => $3::bigint + $4::bigint)
 				ELSE deadline END
 			WHERE id = $1::bigint RETURNING `+heartbeatColumns,
 			hb.ID, hb.Name, hb.Interval, hb.Grace, hb.Severity, labels, now, paused))
@@ -165,10 +166,12 @@ func (st *store) HeartbeatSignal(ctx context.Context, hash []byte, signal string
 			return err
 		case next == "down" && signal == "fail":
 			_, _, err = st.report(ctx, tx, hb.incident("fail", now), reopenWindow, now)
-		case was == "down" && next == "up" && signal == "ping":
+		case next == "up" && signal == "ping":
+			// Whatever it was before (down, or paused and unpaused while
+			// down), a ping resolves its incident if one is open.
 			_, err = st.transitionByKey(ctx, tx, heartbeatScope, hb.key(), actions["resolve"], actorRef{}, now)
 			if errors.Is(err, sql.ErrNoRows) {
-				err = nil // resolved by hand meanwhile
+				err = nil
 			}
 		}
 		return err

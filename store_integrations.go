@@ -87,6 +87,25 @@ func (st *store) Integration(ctx context.Context, id int64) (integration, error)
 	return ig, st.mapErr(err)
 }
 
+// RotateIntegrationKey replaces integration id's key hash, and nothing
+// else, so that it cannot undo a change made meanwhile.
+func (st *store) RotateIntegrationKey(ctx context.Context, id int64, hash []byte, e auditEntry, now time.Time) (integration, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	var updated integration
+	err := st.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		updated, err = scanIntegration(tx.QueryRowContext(ctx, `UPDATE integrations SET key_hash = $2, updated_at = $3
+			WHERE id = $1::bigint RETURNING `+integrationColumns, id, hash, now))
+		if err != nil {
+			return err
+		}
+		e.Target = fmt.Sprintf("integration:%d", id)
+		return insertAudit(ctx, tx, e, now)
+	})
+	return updated, err
+}
+
 // IntegrationByKey finds the integration whose key hashes to hash.
 func (st *store) IntegrationByKey(ctx context.Context, hash []byte) (integration, error) {
 	ctx, cancel := st.withTimeout(ctx)
@@ -95,9 +114,8 @@ func (st *store) IntegrationByKey(ctx context.Context, hash []byte) (integration
 	return ig, st.mapErr(err)
 }
 
-// UpdateIntegration stores ig's settings (and, when hash is not nil, a new
-// key), auditing what changed under action.
-func (st *store) UpdateIntegration(ctx context.Context, ig integration, hash []byte, e auditEntry, now time.Time) (integration, error) {
+// UpdateIntegration stores ig's settings, auditing the change.
+func (st *store) UpdateIntegration(ctx context.Context, ig integration, e auditEntry, now time.Time) (integration, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	labels, err := marshalJSON(ig.Labels)
@@ -109,9 +127,9 @@ func (st *store) UpdateIntegration(ctx context.Context, ig integration, hash []b
 		var err error
 		updated, err = scanIntegration(tx.QueryRowContext(ctx, `UPDATE integrations SET
 			name = $2, default_severity = $3, labels = $4, group_by = $5, hmac_secret = nullif($6, ''),
-			timestamp_header = nullif($7, ''), enabled = $8, key_hash = coalesce($9, key_hash), updated_at = $10
+			timestamp_header = nullif($7, ''), enabled = $8, updated_at = $9
 			WHERE id = $1::bigint RETURNING `+integrationColumns, ig.ID, ig.Name, ig.DefaultSeverity, labels, ig.GroupBy,
-			ig.HMACSecret, ig.TimestampHeader, ig.Enabled, hash, now))
+			ig.HMACSecret, ig.TimestampHeader, ig.Enabled, now))
 		if err != nil {
 			return err
 		}
