@@ -775,11 +775,7 @@ func TestSecurityHeaders(t *testing.T) {
 func TestOpenStreamsEndWhenAccessIsRevoked(t *testing.T) {
 	tm := newTeam(t, func(c *config) { c.publicRead = false })
 	// A second replica on the same database holds some of the streams.
-	cfg := testConfig()
-	cfg.publicRead = false
-	cfg.databaseURL = tm.srv.cfg.databaseURL
-	other := newTestServerOn(t, tm.st, cfg)
-	other.startBackground(t)
+	other := tm.replica(t)
 
 	viewer := bearer(tm.tokens["viewer"])
 	_, key := tm.newKey(t, tm.tokens["viewer"], "wall", "incidents:read")

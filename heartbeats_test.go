@@ -145,13 +145,7 @@ func TestHeartbeatLifecycle(t *testing.T) {
 // exactly one incident. The replicas' own timer loops run too.
 func TestHeartbeatsAcrossReplicas(t *testing.T) {
 	a := newTestServer(t, func(c *config) { c.rateLimits = false })
-	st, err := openStore(context.Background(), a.srv.cfg.databaseURL, 5*time.Second, defaultDBMaxConns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	b := newTestServerOn(t, st, a.srv.cfg)
-	b.startBackground(t)
+	b := a.replica(t)
 	admin := a.register(t, "admin", "password1")
 	var beats []heartbeatWithURL
 	for i := range 30 {

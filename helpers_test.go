@@ -120,6 +120,20 @@ func newTestServerOn(t testing.TB, st *store, cfg config) *testServer {
 	return &testServer{Server: ts, srv: srv, st: st, clock: clock, sendBuffer: sendBuffer}
 }
 
+// replica starts a second server on ts's database, with its own pool,
+// feed and timers, as another replica would be.
+func (ts *testServer) replica(t testing.TB) *testServer {
+	t.Helper()
+	st, err := openStore(context.Background(), ts.srv.cfg.databaseURL, 5*time.Second, defaultDBMaxConns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	other := newTestServerOn(t, st, ts.srv.cfg)
+	other.startBackground(t)
+	return other
+}
+
 // startBackground runs the server's event feed and timers until the test ends.
 func (ts *testServer) startBackground(t testing.TB) {
 	t.Helper()

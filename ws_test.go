@@ -450,13 +450,7 @@ func TestWSOrigin(t *testing.T) {
 
 func TestStreamAcrossInstances(t *testing.T) {
 	a := newTestServer(t)
-	st, err := openStore(context.Background(), a.srv.cfg.databaseURL, 5*time.Second, defaultDBMaxConns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	b := newTestServerOn(t, st, a.srv.cfg)
-	b.startBackground(t)
+	b := a.replica(t)
 
 	c, hello := mustDial(t, b, "/api/v1/ws")
 	var want []int64
