@@ -28,6 +28,7 @@ type config struct {
 	shutdownTimeout time.Duration
 	wsPingInterval  time.Duration
 	reopenWindow    time.Duration
+	publicURL       string // the server's external base URL, without a trailing slash; may be empty
 
 	registrationOpen bool
 	publicIngest     bool // POST /api/v1/incidents without credentials
@@ -119,6 +120,13 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 			continue
 		}
 		cfg.allowedOrigins = append(cfg.allowedOrigins, o)
+	}
+	if v := strings.TrimRight(strings.TrimSpace(getenv("PUBLIC_URL")), "/"); v != "" {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			problems = append(problems, fmt.Sprintf("PUBLIC_URL must be an absolute http or https URL like https://incidents.example.com, not %q", v))
+		} else {
+			cfg.publicURL = v
+		}
 	}
 	if v := getenv("ADDR"); v != "" {
 		cfg.addr = v

@@ -56,6 +56,12 @@ func TestLoadConfig(t *testing.T) {
 				t.Errorf("allowedOrigins = %q, want %q", cfg.allowedOrigins, want)
 			}
 		}},
+		{name: "public url", env: with("PUBLIC_URL", "https://incidents.example.com/"), check: func(t *testing.T, cfg config) {
+			if cfg.publicURL != "https://incidents.example.com" {
+				t.Errorf("publicURL = %q, want https://incidents.example.com", cfg.publicURL)
+			}
+		}},
+		{name: "bad public url", env: with("PUBLIC_URL", "incidents.example.com"), wantErrs: []string{`PUBLIC_URL must be an absolute http or https URL`}},
 		{name: "bad origin", env: with("ALLOWED_ORIGINS", "a.example"), wantErrs: []string{`ALLOWED_ORIGINS entry "a.example"`}},
 		{name: "PORT", env: with("PORT", "9000"), check: func(t *testing.T, cfg config) {
 			if cfg.addr != ":9000" {
