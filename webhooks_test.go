@@ -14,10 +14,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // receiverMsg is one request a test receiver got.
 type receiverMsg struct {
+	Path     string
 	ID       string
 	Time     int64
 	Type     string
@@ -77,7 +79,7 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	rc.mu.Lock()
 	id, timestamp := r.Header.Get("webhook-id"), r.Header.Get("webhook-timestamp")
-	msg := receiverMsg{ID: id, SignedBy: verify(rc.secrets, id, timestamp, body, r.Header.Get("webhook-signature"))}
+	msg := receiverMsg{Path: r.URL.Path, ID: id, SignedBy: verify(rc.secrets, id, timestamp, body, r.Header.Get("webhook-signature"))}
 	msg.Time, _ = strconv.ParseInt(timestamp, 10, 64)
 	var payload struct {
 		Type string         `json:"type"`
@@ -157,12 +159,30 @@ func (ts *testServer) createWebhook(t *testing.T, admin string, rc *receiver, bo
 // deliver runs the webhooks' timed work once and waits for its attempts.
 func (ts *testServer) deliver() { ts.srv.deliverWebhooks(context.Background())() }
 
-// deliverUntil runs the webhooks' work until cond holds.
+// deliverUntil runs the webhooks' work until cond holds and every attempt
+// is recorded (the timer loop may have made the one cond saw), so that
+// the test's clock moves only after the outcome is written.
 func (ts *testServer) deliverUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	waitFor(t, what, func() bool {
 		ts.deliver()
 		return cond()
+	})
+	waitFor(t, "attempts to be recorded", func() bool {
+		var leased int
+		if err := ts.st.db.QueryRow(`SELECT count(*) FROM webhook_deliveries WHERE lease_until IS NOT NULL`).Scan(&leased); err != nil {
+			t.Fatal(err)
+		}
+		return leased == 0
+	})
+}
+
+// caughtUp waits for the event feed to reach the newest event.
+func (ts *testServer) caughtUp(t *testing.T) {
+	t.Helper()
+	waitFor(t, "the feed to reach the newest event", func() bool {
+		seq, err := ts.st.LatestEventSeq(context.Background())
+		return err == nil && ts.srv.hub.log.current().position >= seq
 	})
 }
 
@@ -263,4 +283,361 @@ func contains(list []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// allEventTypes asks a webhook for every event type.
+const allEventTypes = `["incident.triggered","incident.acknowledged","incident.unacknowledged","incident.resolved","incident.reopened","incident.occurred","incident.note_added"]`
+
+// msgSeq is the event sequence number in a webhook-id.
+func msgSeq(t *testing.T, id string) int64 {
+	t.Helper()
+	i := strings.LastIndex(id, "_")
+	n, err := strconv.ParseInt(id[i+1:], 10, 64)
+	if err != nil {
+		t.Fatalf("webhook-id %q: %v", id, err)
+	}
+	return n
+}
+
+func TestWebhookDeliveryOrder(t *testing.T) {
+	ts := newTestServer(t, func(c *config) { c.publicURL = "https://incidents.example.com" })
+	admin := ts.register(t, "admin", "password1")
+	good, failing, hanging, filtered := newReceiver(t), newReceiver(t), newReceiver(t), newReceiver(t)
+	failing.setMode("fail")
+	hanging.setMode("hang")
+	ts.createWebhook(t, admin, good, `{"name":"good","event_types":`+allEventTypes+`}`)
+	ts.createWebhook(t, admin, failing, `{"name":"failing"}`)
+	ts.createWebhook(t, admin, hanging, `{"name":"hanging"}`)
+	ts.createWebhook(t, admin, filtered, `{"name":"critical db","min_severity":"critical","labels":{"team":"db"},"event_types":["incident.triggered"]}`)
+
+	var inc incident
+	report := `{"title":"disk full","severity":"high","dedup_key":"disk"}`
+	ts.postIncident(t, report).mustStatus(t, "report", http.StatusCreated).json(t, &inc)
+	ts.postIncident(t, report).mustStatus(t, "report again", http.StatusOK) // the same key: an occurred event
+	ts.transition(t, admin, inc.ID, "acknowledge")
+	ts.request(t, "POST", fmt.Sprintf("/api/v1/incidents/%d/notes", inc.ID), `{"body":"on it"}`, bearer(admin)...).mustStatus(t, "note", http.StatusCreated)
+	ts.transition(t, admin, inc.ID, "unacknowledge")
+	ts.transition(t, admin, inc.ID, "resolve")
+	ts.transition(t, admin, inc.ID, "reopen")
+	ts.postIncident(t, `{"title":"replica lag","severity":"critical","labels":{"team":"db"}}`).mustStatus(t, "report", http.StatusCreated)
+
+	// The hanging endpoint's attempt stays in flight: the loop does not
+	// wait for it, and the others go on.
+	waitFor(t, "the good endpoint to get every event", func() bool {
+		ts.srv.deliverWebhooks(context.Background())
+		_, got := good.counts()
+		return got >= 8
+	})
+	var types []string
+	var last int64
+	for _, m := range good.messages() {
+		types = append(types, m.Type)
+		if seq := msgSeq(t, m.ID); seq <= last {
+			t.Errorf("webhook-id %s after seq %d: out of order", m.ID, last)
+		} else {
+			last = seq
+		}
+	}
+	want := "incident.triggered incident.occurred incident.acknowledged incident.note_added incident.unacknowledged incident.resolved incident.reopened incident.triggered"
+	if got := strings.Join(types, " "); got != want {
+		t.Errorf("good endpoint got %s, want %s", got, want)
+	}
+	first, ack := good.messages()[0], good.messages()[2]
+	if first.Data["id"] != float64(inc.ID) || first.Data["title"] != "disk full" || first.Data["status"] != "open" || first.Data["actor"] != nil ||
+		first.Data["url"] != fmt.Sprintf("https://incidents.example.com/api/v1/incidents/%d", inc.ID) {
+		t.Errorf("triggered data %v; want the incident, a null actor and its URL", first.Data)
+	}
+	if actor, _ := ack.Data["actor"].(map[string]any); actor["user"] != "admin" || ack.Data["status"] != "acknowledged" {
+		t.Errorf("acknowledged data %v; want the admin as actor and the status after it", ack.Data)
+	}
+	// A failing endpoint retries its first event and holds back the rest,
+	// for itself alone.
+	for _, m := range failing.allAttempts() {
+		if m.Type != "incident.triggered" || m.ID != failing.allAttempts()[0].ID {
+			t.Errorf("failing endpoint got %s %s; want only retries of its first event", m.ID, m.Type)
+		}
+	}
+	if n, _ := hanging.counts(); n != 1 {
+		t.Errorf("hanging endpoint got %d attempts, want 1 in flight", n)
+	}
+	if got := filtered.messages(); len(got) != 1 || got[0].Data["title"] != "replica lag" {
+		t.Errorf("filtered endpoint got %v; want the critical db incident alone", got)
+	}
+}
+
+func TestWebhookRetries(t *testing.T) {
+	ts := newTestServer(t)
+	admin := ts.register(t, "admin", "password1")
+	rc := newReceiver(t)
+	rc.setMode("fail")
+	ts.createWebhook(t, admin, rc, `{"name":"flaky"}`)
+	ts.createIncident(t, "disk full", "high")
+	ts.deliverUntil(t, "the first attempt", func() bool { n, _ := rc.counts(); return n == 1 })
+	for i, wait := range retrySchedule[:3] {
+		ts.clock.Advance(wait - time.Second)
+		ts.deliver()
+		if n, _ := rc.counts(); n != i+1 {
+			t.Fatalf("%d attempts %s before retry %d is due, want %d", n, time.Second, i+1, i+1)
+		}
+		ts.clock.Advance(wait/10 + 2*time.Second) // past the jitter
+		ts.deliverUntil(t, fmt.Sprintf("retry %d", i+1), func() bool { n, _ := rc.counts(); return n == i+2 })
+	}
+	// It succeeds: no more retries, and the next event goes.
+	rc.setMode("")
+	ts.clock.Advance(retrySchedule[3] + retrySchedule[3]/10 + time.Second)
+	ts.deliverUntil(t, "the delivery", func() bool { _, got := rc.counts(); return got == 1 })
+	ts.clock.Advance(48 * time.Hour)
+	ts.deliver()
+	if n, _ := rc.counts(); n != 5 {
+		t.Errorf("%d attempts after a success, want 5", n)
+	}
+	// 429 with Retry-After: the receiver's wait, not the schedule's 5 s.
+	rc.mu.Lock()
+	rc.mode, rc.retryAfter = "busy", "600"
+	rc.mu.Unlock()
+	ts.createIncident(t, "cpu hot", "high")
+	ts.deliverUntil(t, "the 429", func() bool { n, _ := rc.counts(); return n == 6 })
+	ts.clock.Advance(time.Minute)
+	ts.deliver()
+	if n, _ := rc.counts(); n != 6 {
+		t.Errorf("%d attempts a minute after a Retry-After of 600 s, want 6", n)
+	}
+	rc.setMode("")
+	ts.clock.Advance(11 * time.Minute)
+	ts.deliverUntil(t, "the delivery after Retry-After", func() bool { _, got := rc.counts(); return got == 2 })
+	var status string
+	var attempts, code int
+	ts.st.db.QueryRow(`SELECT status, attempts, response_code FROM webhook_deliveries ORDER BY event_seq DESC LIMIT 1`).Scan(&status, &attempts, &code)
+	if status != "succeeded" || attempts != 2 || code != http.StatusNoContent {
+		t.Errorf("delivery %s after %d attempts, code %d; want succeeded after 2, 204", status, attempts, code)
+	}
+}
+
+func TestWebhookGivesUp(t *testing.T) {
+	ts := newTestServer(t)
+	admin := ts.register(t, "admin", "password1")
+	rc := newReceiver(t)
+	rc.setMode("fail")
+	wh := ts.createWebhook(t, admin, rc, `{"name":"dead"}`)
+	ts.createIncident(t, "disk full", "high")
+	ts.deliverUntil(t, "the first attempt", func() bool { n, _ := rc.counts(); return n == 1 })
+	for i, wait := range retrySchedule {
+		ts.clock.Advance(wait + wait/10 + time.Second)
+		ts.deliverUntil(t, fmt.Sprintf("retry %d", i+1), func() bool { n, _ := rc.counts(); return n == i+2 })
+	}
+	admin = ts.login(t, "admin", "password1") // the first token expired days ago
+	var got webhook
+	ts.request(t, "GET", fmt.Sprintf("/api/v1/webhooks/%d", wh.ID), "", bearer(admin)...).mustStatus(t, "get", http.StatusOK).json(t, &got)
+	if got.Enabled || !strings.Contains(got.DisabledReason, "failed after 10 attempts") {
+		t.Errorf("webhook after the last retry: enabled %v, reason %q; want disabled, saying why", got.Enabled, got.DisabledReason)
+	}
+	var status string
+	ts.st.db.QueryRow(`SELECT status FROM webhook_deliveries`).Scan(&status)
+	if status != "failed" {
+		t.Errorf("delivery %s, want failed", status)
+	}
+	var audit []auditEntry
+	ts.request(t, "GET", "/api/v1/audit", "", bearer(admin)...).mustStatus(t, "audit", http.StatusOK).json(t, &audit)
+	var disabled *auditEntry
+	for i, e := range audit {
+		if e.Action == "webhook.disabled" {
+			disabled = &audit[i]
+		}
+	}
+	if disabled == nil || disabled.Actor != nil || disabled.Target != fmt.Sprintf("webhook:%d", wh.ID) || !strings.Contains(fmt.Sprint(disabled.Details["reason"]), "10 attempts") {
+		t.Errorf("audit entry %+v; want webhook.disabled by no one, with the reason", disabled)
+	}
+	// Disabled: later events are not sent.
+	ts.createIncident(t, "cpu hot", "high")
+	ts.clock.Advance(time.Hour)
+	ts.caughtUp(t)
+	ts.deliver()
+	if n, _ := rc.counts(); n != 10 {
+		t.Errorf("%d attempts after the webhook was disabled, want 10", n)
+	}
+}
+
+func TestWebhookGoneAndRedirect(t *testing.T) {
+	ts := newTestServer(t)
+	admin := ts.register(t, "admin", "password1")
+	gone, moved := newReceiver(t), newReceiver(t)
+	gone.setMode("gone")
+	moved.setMode("redirect")
+	whGone := ts.createWebhook(t, admin, gone, `{"name":"gone"}`)
+	ts.createWebhook(t, admin, moved, `{"name":"moved"}`)
+	ts.createIncident(t, "disk full", "high")
+	ts.deliverUntil(t, "an attempt to each", func() bool {
+		a, _ := gone.counts()
+		b, _ := moved.counts()
+		return a == 1 && b == 1
+	})
+	var got webhook
+	waitFor(t, "the 410 to disable the webhook", func() bool {
+		ts.request(t, "GET", fmt.Sprintf("/api/v1/webhooks/%d", whGone.ID), "", bearer(admin)...).mustStatus(t, "get", http.StatusOK).json(t, &got)
+		return !got.Enabled
+	})
+	if !strings.Contains(got.DisabledReason, "410") {
+		t.Errorf("disabled_reason %q; want it to name the 410", got.DisabledReason)
+	}
+	// The redirect is a failure, retried, never followed.
+	ts.clock.Advance(10 * time.Second)
+	ts.deliverUntil(t, "the redirect's retry", func() bool { n, _ := moved.counts(); return n == 2 })
+	for _, m := range moved.allAttempts() {
+		if m.Path != "/" {
+			t.Errorf("the redirect was followed to %s", m.Path)
+		}
+	}
+	var errText string
+	ts.st.db.QueryRow(`SELECT d.error FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id WHERE w.name = 'moved'`).Scan(&errText)
+	if !strings.Contains(errText, "redirect") {
+		t.Errorf("delivery error %q; want it to say redirect", errText)
+	}
+}
+
+func TestWebhookRotation(t *testing.T) {
+	ts := newTestServer(t)
+	admin := ts.register(t, "admin", "password1")
+	rc := newReceiver(t)
+	wh := ts.createWebhook(t, admin, rc, `{"name":"rotating"}`)
+	var rotated webhookWithSecret
+	ts.request(t, "POST", fmt.Sprintf("/api/v1/webhooks/%d/rotate", wh.ID), "", bearer(admin)...).mustStatus(t, "rotate", http.StatusOK).json(t, &rotated)
+	if rotated.Secret == wh.Secret || !strings.HasPrefix(rotated.Secret, "whsec_") {
+		t.Fatalf("rotated secret %q; want a new whsec_ secret", rotated.Secret)
+	}
+	rc.mu.Lock()
+	rc.secrets = append(rc.secrets, rotated.Secret)
+	rc.mu.Unlock()
+	ts.createIncident(t, "disk full", "high")
+	ts.deliverUntil(t, "the first event", func() bool { _, got := rc.counts(); return got == 1 })
+	if got := rc.messages()[0].SignedBy; fmt.Sprint(got) != "[0 1]" {
+		t.Errorf("signed by secrets %v within a day of the rotation, want both [0 1]", got)
+	}
+	ts.clock.Advance(secretOverlap + time.Minute)
+	ts.createIncident(t, "cpu hot", "high")
+	ts.deliverUntil(t, "the second event", func() bool { _, got := rc.counts(); return got == 2 })
+	if got := rc.messages()[1].SignedBy; fmt.Sprint(got) != "[1]" {
+		t.Errorf("signed by secrets %v a day after the rotation, want the new one alone [1]", got)
+	}
+}
+
+func TestWebhooksAcrossReplicas(t *testing.T) {
+	a := newTestServer(t, func(c *config) { c.rateLimits = false })
+	st, err := openStore(context.Background(), a.srv.cfg.databaseURL, 5*time.Second, defaultDBMaxConns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	b := newTestServerOn(t, st, a.srv.cfg)
+	b.startBackground(t)
+	admin := a.register(t, "admin", "password1")
+	receivers := []*receiver{newReceiver(t), newReceiver(t), newReceiver(t)}
+	for i, rc := range receivers {
+		a.createWebhook(t, admin, rc, fmt.Sprintf(`{"name":"endpoint %d"}`, i))
+	}
+	const n = 8
+	for i := range n {
+		a.createIncident(t, fmt.Sprintf("incident %d", i), "high")
+	}
+	waitFor(t, "every endpoint to get every event", func() bool {
+		var wg sync.WaitGroup
+		for _, ts := range []*testServer{a, b, a, b} {
+			wg.Go(ts.deliver)
+		}
+		wg.Wait()
+		for _, rc := range receivers {
+			if _, got := rc.counts(); got < n {
+				return false
+			}
+		}
+		return true
+	})
+	for i, rc := range receivers {
+		attempts := rc.allAttempts()
+		if len(attempts) != n {
+			t.Errorf("endpoint %d got %d attempts for %d events on two replicas, want one each", i, len(attempts), n)
+		}
+		for j := 1; j < len(attempts); j++ {
+			if msgSeq(t, attempts[j].ID) <= msgSeq(t, attempts[j-1].ID) {
+				t.Errorf("endpoint %d: %s after %s, out of order", i, attempts[j].ID, attempts[j-1].ID)
+			}
+		}
+	}
+}
+
+// newIdleServer is a server on a fresh database whose event feed and timer
+// loop do not run: a replica that is down, or about to die.
+func newIdleServer(t *testing.T) *testServer {
+	t.Helper()
+	cfg := testConfig()
+	cfg.databaseURL = newTestDSN(t)
+	st, err := openStore(context.Background(), cfg.databaseURL, 5*time.Second, defaultDBMaxConns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return newTestServerOn(t, st, cfg)
+}
+
+// startReplica starts a server, with its feed and timer loop, on the
+// database of down.
+func startReplica(t *testing.T, down *testServer) *testServer {
+	t.Helper()
+	st, err := openStore(context.Background(), down.srv.cfg.databaseURL, 5*time.Second, defaultDBMaxConns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ts := newTestServerOn(t, st, down.srv.cfg)
+	ts.startBackground(t)
+	return ts
+}
+
+func TestWebhookEventsWhileDown(t *testing.T) {
+	down := newIdleServer(t)
+	admin := down.register(t, "admin", "password1")
+	rc := newReceiver(t)
+	down.createWebhook(t, admin, rc, `{"name":"late"}`)
+	for i := range 3 {
+		down.createIncident(t, fmt.Sprintf("incident %d", i), "high")
+	}
+	up := startReplica(t, down)
+	up.deliverUntil(t, "the events committed while no loop ran", func() bool { _, got := rc.counts(); return got == 3 })
+}
+
+func TestWebhookLeaseExpired(t *testing.T) {
+	dying := newIdleServer(t)
+	admin := dying.register(t, "admin", "password1")
+	rc := newReceiver(t)
+	dying.createWebhook(t, admin, rc, `{"name":"survivor"}`)
+	dying.createIncident(t, "disk full", "high")
+	// The dying replica queues the event and claims its attempt, then dies
+	// before sending it.
+	ctx := context.Background()
+	seq, err := dying.st.LatestEventSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dying.st.QueueWebhookEvents(ctx, seq, dying.clock.Now(), dying.srv.webhookBody); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := dying.st.ClaimDeliveries(ctx, 10, webhookLease, dying.clock.Now())
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claimed %v, %v; want one delivery", claimed, err)
+	}
+	up := startReplica(t, dying)
+	up.clock.Advance(dying.clock.Now().Sub(up.clock.Now())) // the same time
+	up.deliver()
+	if n, _ := rc.counts(); n != 0 {
+		t.Fatalf("%d attempts while the lease holds, want 0", n)
+	}
+	up.clock.Advance(webhookLease)
+	up.deliverUntil(t, "the attempt again once the lease expired", func() bool { _, got := rc.counts(); return got == 1 })
+	if got, want := rc.messages()[0].ID, claimed[0].msgID(); got != want {
+		t.Errorf("webhook-id %s, want the claimed attempt's %s", got, want)
+	}
+	var attempts int
+	up.st.db.QueryRow(`SELECT attempts FROM webhook_deliveries`).Scan(&attempts)
+	if attempts != 2 {
+		t.Errorf("%d attempts recorded, want 2 (the lost one and the re-send)", attempts)
+	}
 }
