@@ -227,6 +227,7 @@ func openAPITypes() map[string]openAPIType {
 		"Webhook":            responseType[webhook](),
 		"WebhookWithSecret":  responseType[webhookWithSecret](),
 		"WebhookTestResult":  responseType[webhookTestResult](),
+		"WebhookDelivery":    responseType[deliveryView](),
 
 		// Request bodies, with the handler's checks: its validate method,
 		// or, where the handler checks the body in place, the same checks.

@@ -136,6 +136,8 @@ func (s *server) routeList() []route {
 		{"DELETE /api/v1/webhooks/{id}", accessAdmin, s.handleWebhookDelete},
 		{"POST /api/v1/webhooks/{id}/rotate", accessAdmin, s.handleWebhookRotate},
 		{"POST /api/v1/webhooks/{id}/test", accessAdmin, s.handleWebhookTest},
+		{"GET /api/v1/webhooks/{id}/deliveries", accessAdmin, s.handleDeliveryList},
+		{"POST /api/v1/webhooks/{id}/deliveries/{delivery}/retry", accessAdmin, s.handleDeliveryRetry},
 		{"POST /api/v1/heartbeats", accessAdmin, s.handleHeartbeatCreate},
 		{"GET /api/v1/heartbeats", accessRead, s.handleHeartbeatList},
 		{"GET /api/v1/heartbeats/{id}", accessRead, s.handleHeartbeatGet},

@@ -165,3 +165,89 @@ func (st *store) RecordDelivery(ctx context.Context, d delivery, out deliveryOut
 			Details: map[string]any{"reason": out.disable, "event_seq": d.EventSeq, "attempts": d.Attempts}}, now)
 	})
 }
+
+// deliveryView is a delivery as the deliveries log shows it.
+type deliveryView struct {
+	ID            int64      `json:"id"`
+	EventSeq      int64      `json:"event_seq"`
+	Type          string     `json:"type"`
+	MessageID     string     `json:"webhook_id"` // the webhook-id header: the same on every attempt
+	Status        string     `json:"status"`     // pending, succeeded or failed
+	Attempts      int        `json:"attempts"`
+	ResponseCode  *int       `json:"response_code"` // the receiver's last status; null when none answered
+	Error         string     `json:"error"`         // why the last attempt failed; empty if it did not
+	NextAttemptAt *time.Time `json:"next_attempt_at"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+}
+
+const deliveryColumns = `id, webhook_id, event_seq, event_type, status, attempts, response_code, error, next_attempt_at, created_at, updated_at`
+
+func scanDelivery(row interface{ Scan(...any) error }) (deliveryView, error) {
+	var (
+		d         deliveryView
+		webhookID int64
+		eventType string
+		code      sql.NullInt64
+		next      time.Time
+	)
+	err := row.Scan(&d.ID, &webhookID, &d.EventSeq, &eventType, &d.Status, &d.Attempts, &code, &d.Error, &next, &d.CreatedAt, &d.UpdatedAt)
+	d.Type = webhookEventTypes[eventType]
+	d.MessageID = delivery{WebhookID: webhookID, EventSeq: d.EventSeq}.msgID()
+	if code.Valid {
+		n := int(code.Int64)
+		d.ResponseCode = &n
+	}
+	if d.Status == "pending" {
+		next = next.UTC()
+		d.NextAttemptAt = &next
+	}
+	d.CreatedAt, d.UpdatedAt = d.CreatedAt.UTC(), d.UpdatedAt.UTC()
+	return d, err
+}
+
+// Deliveries hands webhook id's deliveries with an id below before (0: no
+// bound) to add, newest first, limit+1 at most; errNotFound when there is
+// no such webhook.
+func (st *store) Deliveries(ctx context.Context, webhookID, before int64, limit int, add func(deliveryView) (bool, error)) error {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	var exists bool
+	if err := st.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM webhooks WHERE id = $1::bigint)`, webhookID).Scan(&exists); err != nil {
+		return st.mapErr(err)
+	}
+	if !exists {
+		return errNotFound
+	}
+	rows, err := st.db.QueryContext(ctx, `SELECT `+deliveryColumns+` FROM webhook_deliveries
+		WHERE webhook_id = $1::bigint AND ($2::bigint = 0 OR id < $2::bigint) ORDER BY id DESC LIMIT $3`, webhookID, before, limit+1)
+	return scanEach(st, rows, err, func(rows *sql.Rows) (deliveryView, error) { return scanDelivery(rows) }, add)
+}
+
+// RetryDelivery makes delivery id of webhook webhookID due now, with a
+// fresh series of attempts, whatever its status. errNotFound when there is
+// no such delivery; errConflict while an attempt of it is in flight.
+func (st *store) RetryDelivery(ctx context.Context, webhookID, id int64, e auditEntry, now time.Time) (deliveryView, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	var d deliveryView
+	err := st.inTx(ctx, func(tx *sql.Tx) error {
+		var leased bool
+		err := tx.QueryRowContext(ctx, `SELECT coalesce(lease_until > $3, false) FROM webhook_deliveries
+			WHERE id = $1::bigint AND webhook_id = $2::bigint FOR UPDATE`, id, webhookID, now).Scan(&leased)
+		if err != nil {
+			return err
+		}
+		if leased {
+			return errConflict
+		}
+		if d, err = scanDelivery(tx.QueryRowContext(ctx, `UPDATE webhook_deliveries SET status = 'pending', attempts = 0,
+			next_attempt_at = $2, lease_until = NULL, error = '', updated_at = $2
+			WHERE id = $1 RETURNING `+deliveryColumns, id, now)); err != nil {
+			return err
+		}
+		e.Target, e.Details = fmt.Sprintf("webhook:%d", webhookID), map[string]any{"delivery": id, "event_seq": d.EventSeq}
+		return insertAudit(ctx, tx, e, now)
+	})
+	return d, st.mapErr(err)
+}

@@ -264,3 +264,44 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request) error
 	out := webhookTestResult{Status: res.status, Body: string(res.body), Error: res.errText()}
 	return writeJSON(w, http.StatusOK, out)
 }
+
+// handleDeliveryList handles GET /api/v1/webhooks/{id}/deliveries: the
+// webhook's deliveries, newest first, paged with before.
+func (s *server) handleDeliveryList(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	var problems []fieldError
+	limit, problems := queryInt(problems, q, "limit", 100, 1, 1000)
+	before, problems := queryInt(problems, q, "before", 0, 1, 1<<63-1)
+	if err := invalid(problems...); err != nil {
+		return err
+	}
+	p := newPage(int(limit), func(d deliveryView) any { return d })
+	if err := s.store.Deliveries(r.Context(), id, before, int(limit), p.add); err != nil {
+		return notFoundAs(err, errWebhookNotFound)
+	}
+	return p.write(w, r, func(last deliveryView) (string, string) { return "before", strconv.FormatInt(last.ID, 10) })
+}
+
+// handleDeliveryRetry handles POST
+// /api/v1/webhooks/{id}/deliveries/{delivery}/retry: the delivery is due
+// now, with a fresh series of attempts. It goes in its endpoint's order:
+// next, unless an earlier event is still pending.
+func (s *server) handleDeliveryRetry(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	deliveryID, perr := parseIntParam([]string{"path", "delivery"}, r.PathValue("delivery"), -1<<63, 1<<63-1)
+	if perr != nil {
+		return invalid(*perr)
+	}
+	d, err := s.store.RetryDelivery(r.Context(), id, deliveryID, s.adminAudit(r, "webhook.delivery_retried"), s.now())
+	if err != nil {
+		return notFoundAs(conflictAs(err, errDeliveryInFlight), errDeliveryNotFound)
+	}
+	return writeJSON(w, http.StatusOK, d)
+}

@@ -641,3 +641,59 @@ func TestWebhookLeaseExpired(t *testing.T) {
 		t.Errorf("%d attempts recorded, want 2 (the lost one and the re-send)", attempts)
 	}
 }
+
+func TestWebhookDeliveriesLog(t *testing.T) {
+	ts := newTestServer(t)
+	admin := ts.register(t, "admin", "password1")
+	rc := newReceiver(t)
+	rc.setMode("gone")
+	wh := ts.createWebhook(t, admin, rc, `{"name":"log"}`)
+	path := fmt.Sprintf("/api/v1/webhooks/%d", wh.ID)
+	ts.createIncident(t, "disk full", "high")
+	ts.deliverUntil(t, "the 410", func() bool { n, _ := rc.counts(); return n == 1 })
+	var list []deliveryView
+	ts.request(t, "GET", path+"/deliveries", "", bearer(admin)...).mustStatus(t, "deliveries", http.StatusOK).json(t, &list)
+	if len(list) != 1 || list[0].Status != "failed" || list[0].ResponseCode == nil || *list[0].ResponseCode != http.StatusGone ||
+		list[0].Attempts != 1 || list[0].Type != "incident.triggered" || list[0].MessageID != rc.allAttempts()[0].ID || list[0].NextAttemptAt != nil {
+		t.Fatalf("deliveries %+v; want the one that failed with 410 after 1 attempt", list)
+	}
+	failed := list[0]
+
+	// Enabled again, it sends what happened meanwhile; the failed event
+	// goes again on request, with its webhook-id.
+	ts.createIncident(t, "cpu hot", "high")
+	rc.setMode("")
+	ts.request(t, "PATCH", path, `{"enabled":true}`, bearer(admin)...).mustStatus(t, "enable", http.StatusOK)
+	ts.deliverUntil(t, "the event from while it was disabled", func() bool { _, got := rc.counts(); return got == 1 })
+	var retried deliveryView
+	ts.request(t, "POST", fmt.Sprintf("%s/deliveries/%d/retry", path, failed.ID), "", bearer(admin)...).mustStatus(t, "retry", http.StatusOK).json(t, &retried)
+	if retried.Status != "pending" || retried.Attempts != 0 || retried.NextAttemptAt == nil {
+		t.Errorf("retried %+v; want pending, due now", retried)
+	}
+	ts.deliverUntil(t, "the retried event", func() bool { _, got := rc.counts(); return got == 2 })
+	if got := rc.messages()[1].ID; got != failed.MessageID {
+		t.Errorf("retried with webhook-id %s, want %s", got, failed.MessageID)
+	}
+
+	r := ts.request(t, "GET", path+"/deliveries?limit=1", "", bearer(admin)...).mustStatus(t, "first page", http.StatusOK)
+	r.json(t, &list)
+	if len(list) != 1 || list[0].ID == failed.ID || !strings.Contains(r.header.Get("Link"), fmt.Sprintf("before=%d", list[0].ID)) {
+		t.Errorf("first page %+v, Link %q; want the newest and a next page before it", list, r.header.Get("Link"))
+	}
+	ts.st.db.Exec(`UPDATE webhook_deliveries SET lease_until = $2 WHERE id = $1`, failed.ID, ts.clock.Now().Add(time.Minute))
+	for _, tt := range []struct {
+		name, method, path string
+		want               int
+	}{
+		{"in flight", "POST", fmt.Sprintf("%s/deliveries/%d/retry", path, failed.ID), http.StatusConflict},
+		{"no such delivery", "POST", path + "/deliveries/999/retry", http.StatusNotFound},
+		{"another webhook's", "POST", fmt.Sprintf("/api/v1/webhooks/%d/deliveries/%d/retry", wh.ID+1, failed.ID), http.StatusNotFound},
+		{"bad delivery id", "POST", path + "/deliveries/x/retry", http.StatusUnprocessableEntity},
+		{"no such webhook", "GET", "/api/v1/webhooks/999/deliveries", http.StatusNotFound},
+		{"bad limit", "GET", path + "/deliveries?limit=0", http.StatusUnprocessableEntity},
+	} {
+		if r := ts.request(t, tt.method, tt.path, "", bearer(admin)...); r.status != tt.want {
+			t.Errorf("%s: %s %s = %d %s, want %d", tt.name, tt.method, tt.path, r.status, r.body, tt.want)
+		}
+	}
+}
