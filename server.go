@@ -53,7 +53,7 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 		hub:          h,
 		feed:         newEventFeed(st, h, logger, cfg.databaseURL),
 		pingInterval: cfg.wsPingInterval,
-		webhooks:     newWebhookClient(),
+		webhooks:     newWebhookClient(cfg.webhookDenyPrivate),
 	}
 	s.feed.accessChanged = func(userID int64) { go s.hub.recheck(userID, s.stillAllowed) }
 	return s, nil

@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -38,12 +41,48 @@ var retrySchedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.
 	5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour}
 
 // newWebhookClient is the client webhook attempts go through: redirects
-// are answers (failures), never followed, and each attempt has its timeout.
-func newWebhookClient() *http.Client {
+// are answers (failures), never followed, and each attempt has its
+// timeout. With denyPrivate, it refuses to connect to an address that
+// deniedAddr refuses, checked at connect time on the resolved address, so
+// that neither a name nor a DNS answer changed after the check can point
+// it inside; it then uses no proxy, whose address would be checked instead.
+func newWebhookClient(denyPrivate bool) *http.Client {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if denyPrivate {
+		dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second,
+			Control: func(network, address string, _ syscall.RawConn) error {
+				host, _, err := net.SplitHostPort(address)
+				if err != nil {
+					return err
+				}
+				if ip, err := netip.ParseAddr(host); err != nil || deniedAddr(ip) {
+					return fmt.Errorf("%w: %s", errPrivateAddress, host)
+				}
+				return nil
+			}}
+		transport.DialContext = dialer.DialContext
+		transport.Proxy = nil
+	}
 	return &http.Client{
+		Transport:     transport,
 		Timeout:       webhookTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
+}
+
+// errPrivateAddress is why WEBHOOK_DENY_PRIVATE refused a connection.
+var errPrivateAddress = errors.New("WEBHOOK_DENY_PRIVATE refuses this address")
+
+// sharedAddressSpace is 100.64.0.0/10 (RFC 6598), carrier-grade NAT.
+var sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
+
+// deniedAddr reports whether WEBHOOK_DENY_PRIVATE refuses ip: loopback,
+// private, link-local (169.254.169.254, the cloud metadata service,
+// included), shared, multicast or unspecified.
+func deniedAddr(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsMulticast() || ip.IsUnspecified() || sharedAddressSpace.Contains(ip)
 }
 
 // signWebhook is the webhook-signature header of the Standard Webhooks

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -695,5 +696,39 @@ func TestWebhookDeliveriesLog(t *testing.T) {
 		if r := ts.request(t, tt.method, tt.path, "", bearer(admin)...); r.status != tt.want {
 			t.Errorf("%s: %s %s = %d %s, want %d", tt.name, tt.method, tt.path, r.status, r.body, tt.want)
 		}
+	}
+}
+
+func TestWebhookDenyPrivate(t *testing.T) {
+	for _, tt := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1", true}, {"::1", true}, {"10.1.2.3", true}, {"172.16.0.1", true}, {"192.168.1.1", true},
+		{"169.254.169.254", true}, {"fe80::1", true}, {"fd00:ec2::254", true}, {"100.64.0.1", true}, {"0.0.0.0", true},
+		{"::ffff:127.0.0.1", true}, {"224.0.0.1", true},
+		{"93.184.215.14", false}, {"2606:2800:21f:cb07:6820:80da:af6b:8b2c", false}, {"100.128.0.1", false},
+	} {
+		if got := deniedAddr(netip.MustParseAddr(tt.addr)); got != tt.want {
+			t.Errorf("deniedAddr(%s) = %v, want %v", tt.addr, got, tt.want)
+		}
+	}
+
+	ts := newTestServer(t, func(c *config) { c.webhookDenyPrivate = true })
+	admin := ts.register(t, "admin", "password1")
+	rc := newReceiver(t)
+	byIP := ts.createWebhook(t, admin, rc, `{"name":"by ip"}`)
+	byName := ts.createWebhook(t, admin, rc, `{"name":"by name"}`)
+	port := rc.URL[strings.LastIndex(rc.URL, ":")+1:]
+	ts.request(t, "PATCH", fmt.Sprintf("/api/v1/webhooks/%d", byName.ID), `{"url":"http://localhost:`+port+`/"}`, bearer(admin)...).mustStatus(t, "patch", http.StatusOK)
+	for _, wh := range []webhookWithSecret{byIP, byName} {
+		var res webhookTestResult
+		ts.request(t, "POST", fmt.Sprintf("/api/v1/webhooks/%d/test", wh.ID), "", bearer(admin)...).mustStatus(t, "test", http.StatusOK).json(t, &res)
+		if res.Status != 0 || !strings.Contains(res.Error, "WEBHOOK_DENY_PRIVATE") {
+			t.Errorf("test of %s: %+v; want it refused by WEBHOOK_DENY_PRIVATE", wh.Name, res)
+		}
+	}
+	if n, _ := rc.counts(); n != 0 {
+		t.Errorf("the receiver on loopback got %d requests, want 0", n)
 	}
 }
