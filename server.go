@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -32,9 +33,13 @@ type server struct {
 	// pingInterval is how often idle streams get a WebSocket ping or an SSE
 	// comment, so proxies keep them open.
 	pingInterval time.Duration
-	// webhooks sends webhook attempts; inFlight counts those under way.
-	webhooks *http.Client
-	inFlight atomic.Int64
+	// webhooks sends webhook attempts; inFlight counts those under way,
+	// and attempts waits for them at shutdown, once draining stops new ones.
+	webhooks   *http.Client
+	inFlight   atomic.Int64
+	attemptsMu sync.Mutex
+	attempts   sync.WaitGroup
+	draining   bool
 }
 
 func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {

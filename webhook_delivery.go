@@ -247,8 +247,11 @@ func (s *server) deliverWebhooks(ctx context.Context) (wait func()) {
 		s.log.Warn("queue webhook events", "error", err)
 	}
 	var wg sync.WaitGroup
+	s.attemptsMu.Lock()
+	draining := s.draining
+	s.attemptsMu.Unlock()
 	room := maxInFlight - int(s.inFlight.Load())
-	if room <= 0 {
+	if room <= 0 || draining {
 		return wg.Wait
 	}
 	claimed, err := s.store.ClaimDeliveries(ctx, room, webhookLease, s.now())
@@ -259,13 +262,50 @@ func (s *server) deliverWebhooks(ctx context.Context) (wait func()) {
 		return wg.Wait
 	}
 	for _, d := range claimed {
+		if !s.startAttempt() {
+			break // shutting down: the lease runs out and the attempt is made again
+		}
 		s.inFlight.Add(1)
 		wg.Go(func() {
+			defer s.attempts.Done()
 			defer s.inFlight.Add(-1)
 			s.attempt(ctx, d)
 		})
 	}
 	return wg.Wait
+}
+
+// startAttempt counts an attempt in s.attempts, unless the server is
+// draining them for shutdown.
+func (s *server) startAttempt() bool {
+	s.attemptsMu.Lock()
+	defer s.attemptsMu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.attempts.Add(1)
+	return true
+}
+
+// drainWebhooks stops new webhook attempts and waits for those in flight
+// to be sent and recorded, until ctx ends; false if some were still
+// running then (they are cut off when the timer loop's context ends, and
+// made again once their lease runs out).
+func (s *server) drainWebhooks(ctx context.Context) bool {
+	s.attemptsMu.Lock()
+	s.draining = true
+	s.attemptsMu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.attempts.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // attempt sends delivery d once and records the outcome. When ctx ends

@@ -43,13 +43,17 @@ type receiver struct {
 	got        []receiverMsg
 	seen       map[string]bool
 	release    chan struct{} // closed to end hanging requests
+	unblocked  sync.Once
 }
+
+// unblock ends the hanging requests, and makes hang answer at once.
+func (rc *receiver) unblock() { rc.unblocked.Do(func() { close(rc.release) }) }
 
 func newReceiver(t *testing.T) *receiver {
 	rc := &receiver{seen: map[string]bool{}, release: make(chan struct{})}
 	rc.Server = httptest.NewServer(http.HandlerFunc(rc.serve))
 	t.Cleanup(rc.Close)
-	t.Cleanup(func() { close(rc.release) }) // runs first: hanging requests end before Close waits for them
+	t.Cleanup(rc.unblock) // runs first: hanging requests end before Close waits for them
 	return rc
 }
 
@@ -730,5 +734,43 @@ func TestWebhookDenyPrivate(t *testing.T) {
 	}
 	if n, _ := rc.counts(); n != 0 {
 		t.Errorf("the receiver on loopback got %d requests, want 0", n)
+	}
+}
+
+func TestWebhookShutdownWaits(t *testing.T) {
+	ts := newTestServer(t)
+	admin := ts.register(t, "admin", "password1")
+	rc := newReceiver(t)
+	rc.setMode("hang")
+	ts.createWebhook(t, admin, rc, `{"name":"slow"}`)
+	ts.createIncident(t, "disk full", "high")
+	waitFor(t, "an attempt in flight", func() bool {
+		ts.srv.deliverWebhooks(context.Background())
+		n, _ := rc.counts()
+		return n == 1
+	})
+	short, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if ts.srv.drainWebhooks(short) {
+		t.Fatal("drainWebhooks returned true with an attempt still hanging")
+	}
+	rc.unblock()
+	if !ts.srv.drainWebhooks(context.Background()) {
+		t.Fatal("drainWebhooks returned false without a deadline")
+	}
+	var status string
+	ts.st.db.QueryRow(`SELECT status FROM webhook_deliveries`).Scan(&status)
+	if status != "succeeded" {
+		t.Errorf("the attempt that finished while draining is %q, want succeeded (recorded before shutdown)", status)
+	}
+	// Draining, the server starts no attempt: the next event waits for
+	// another replica.
+	ts.createIncident(t, "cpu hot", "high")
+	ts.caughtUp(t)
+	ts.deliver()
+	var claimed int
+	ts.st.db.QueryRow(`SELECT count(*) FROM webhook_deliveries WHERE attempts > 0 AND status = 'pending'`).Scan(&claimed)
+	if n, _ := rc.counts(); n != 1 || claimed != 0 {
+		t.Errorf("%d attempts and %d claimed after draining began, want 1 and 0", n, claimed)
 	}
 }
