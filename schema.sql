@@ -328,7 +328,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
     id              bigserial PRIMARY KEY,
     name            text NOT NULL,
     url             text NOT NULL,
-    format          text NOT NULL CHECK (format IN ('standard')),
+    format          text NOT NULL CHECK (format IN ('standard', 'slack', 'ntfy')),
     event_types     jsonb NOT NULL,
     min_severity    text NOT NULL CHECK (min_severity IN ('low', 'medium', 'high', 'critical')),
     labels          jsonb NOT NULL DEFAULT '{}',

@@ -129,12 +129,25 @@ func (s *server) webhookBody(wh webhook, e storedEvent) (body []byte, ok bool) {
 			return nil, false
 		}
 	}
-	data["actor"], _ = marshalJSON(newEventView(e).Actor)
-	data["url"] = json.RawMessage("null")
+	actor, link := newEventView(e).Actor, ""
 	if s.cfg.publicURL != "" {
-		data["url"], _ = marshalJSON(s.cfg.publicURL + "/api/v1/incidents/" + strconv.FormatInt(e.IncidentID, 10))
+		link = s.cfg.publicURL + "/api/v1/incidents/" + strconv.FormatInt(e.IncidentID, 10)
 	}
-	body, err := marshalJSON(map[string]any{"type": eventType, "timestamp": e.CreatedAt, "data": data})
+	var err error
+	switch wh.Format {
+	case "slack":
+		body, err = slackBody(eventType, e.Data, actor, link, e.CreatedAt)
+	case "ntfy":
+		_, topic := ntfyTopic(wh.URL)
+		body, err = ntfyBody(topic, eventType, e.Data, actor, link)
+	default:
+		data["actor"], _ = marshalJSON(actor)
+		data["url"] = json.RawMessage("null")
+		if link != "" {
+			data["url"], _ = marshalJSON(link)
+		}
+		body, err = marshalJSON(map[string]any{"type": eventType, "timestamp": e.CreatedAt, "data": data})
+	}
 	return body, err == nil
 }
 
@@ -164,10 +177,15 @@ func (res attemptResult) errText() string {
 }
 
 // sendWebhook makes one attempt: it signs body as message msgID at now,
-// and posts it to wh's URL.
+// and posts it to wh's URL. Every format is signed the same way; a chat
+// or push service ignores the headers.
 func (s *server) sendWebhook(ctx context.Context, wh webhook, msgID string, body []byte, now time.Time) attemptResult {
 	ts := now.Unix()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, wh.URL, bytes.NewReader(body))
+	target := wh.URL
+	if wh.Format == "ntfy" {
+		target, _ = ntfyTopic(wh.URL) // ntfy takes JSON at its root, the topic in the body
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return attemptResult{err: fmt.Errorf("bad url: %w", err)}
 	}

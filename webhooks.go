@@ -12,7 +12,7 @@ import (
 )
 
 var (
-	webhookFormats = []string{"standard"}
+	webhookFormats = []string{"standard", "slack", "ntfy"}
 	// webhookEventTypes are the event types an endpoint can ask for, and
 	// the timeline's event type each comes from.
 	webhookEventTypes = map[string]string{
@@ -56,11 +56,7 @@ func (in webhookRequest) apply(wh *webhook, create bool) []fieldError {
 			problems = append(problems, fieldError{Type: "url_parsing", Loc: loc("url"), Msg: "Input should be an absolute http or https URL"})
 		}
 	}
-	if in.Format.IsText && (in.Format.Value == "slack" || in.Format.Value == "ntfy") {
-		problems = append(problems, fieldError{Type: "value_error", Loc: loc("format"), Msg: "Value error, the " + in.Format.Value + " format is not yet supported; use standard"})
-	} else {
-		problems = stringRule{oneOf: webhookFormats}.check(problems, loc("format"), in.Format)
-	}
+	problems = stringRule{oneOf: webhookFormats}.check(problems, loc("format"), in.Format)
 	var types []string
 	if in.EventTypes.Present {
 		err := json.Unmarshal(in.EventTypes.Raw, &types)
@@ -82,6 +78,16 @@ func (in webhookRequest) apply(wh *webhook, create bool) []fieldError {
 	enabled, problems := boolField(problems, loc("enabled"), in.Enabled)
 	if len(problems) > 0 {
 		return problems
+	}
+	format, target := wh.Format, wh.URL
+	if in.Format.Present && !in.Format.Null {
+		format = in.Format.Value
+	}
+	if in.URL.Present && !in.URL.Null {
+		target = in.URL.Value
+	}
+	if _, topic := ntfyTopic(target); format == "ntfy" && topic == "" {
+		return []fieldError{{Type: "value_error", Loc: loc("url"), Msg: "Value error, an ntfy URL ends with its topic, like https://ntfy.sh/mytopic"}}
 	}
 	set := func(dst *string, v jsonString) {
 		if v.Present && !v.Null {
@@ -255,8 +261,18 @@ func (s *server) handleWebhookTest(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	body, err := marshalJSON(map[string]any{"type": "webhook.test", "timestamp": now.UTC(),
-		"data": map[string]any{"webhook_id": wh.ID, "message": "A test event from the incident server."}})
+	const text = "A test event from the incident server."
+	var msg any
+	switch wh.Format {
+	case "slack":
+		msg = map[string]any{"text": text}
+	case "ntfy":
+		_, topic := ntfyTopic(wh.URL)
+		msg = map[string]any{"topic": topic, "title": "Test", "message": text, "priority": 2}
+	default:
+		msg = map[string]any{"type": "webhook.test", "timestamp": now.UTC(), "data": map[string]any{"webhook_id": wh.ID, "message": text}}
+	}
+	body, err := marshalJSON(msg)
 	if err != nil {
 		return err
 	}

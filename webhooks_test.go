@@ -25,6 +25,7 @@ type receiverMsg struct {
 	Time     int64
 	Type     string
 	Data     map[string]any
+	Body     []byte
 	SignedBy []int // indexes of the receiver's secrets whose signature matched
 }
 
@@ -91,7 +92,7 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 		Data map[string]any `json:"data"`
 	}
 	_ = json.Unmarshal(body, &payload)
-	msg.Type, msg.Data = payload.Type, payload.Data
+	msg.Type, msg.Data, msg.Body = payload.Type, payload.Data, body
 	mode := rc.mode
 	if len(msg.SignedBy) == 0 {
 		mode = "unsigned"
@@ -221,8 +222,8 @@ func TestWebhookAdmin(t *testing.T) {
 		{"no url", "POST", "/api/v1/webhooks", `{"name":"x"}`, admin, http.StatusUnprocessableEntity},
 		{"relative url", "POST", "/api/v1/webhooks", `{"name":"x","url":"/hook"}`, admin, http.StatusUnprocessableEntity},
 		{"ftp url", "POST", "/api/v1/webhooks", `{"name":"x","url":"ftp://example.com/"}`, admin, http.StatusUnprocessableEntity},
-		{"slack not yet", "POST", "/api/v1/webhooks", `{"name":"x","url":"https://example.com/","format":"slack"}`, admin, http.StatusUnprocessableEntity},
-		{"ntfy not yet", "POST", "/api/v1/webhooks", `{"name":"x","url":"https://example.com/","format":"ntfy"}`, admin, http.StatusUnprocessableEntity},
+		{"ntfy without a topic", "POST", "/api/v1/webhooks", `{"name":"x","url":"https://ntfy.sh/","format":"ntfy"}`, admin, http.StatusUnprocessableEntity},
+		{"ntfy without a topic on update", "PATCH", fmt.Sprintf("/api/v1/webhooks/%d", wh.ID), `{"format":"ntfy","url":"https://ntfy.sh"}`, admin, http.StatusUnprocessableEntity},
 		{"unknown format", "POST", "/api/v1/webhooks", `{"name":"x","url":"https://example.com/","format":"xml"}`, admin, http.StatusUnprocessableEntity},
 		{"unknown event type", "POST", "/api/v1/webhooks", `{"name":"x","url":"https://example.com/","event_types":["incident.exploded"]}`, admin, http.StatusUnprocessableEntity},
 		{"no event types", "POST", "/api/v1/webhooks", `{"name":"x","url":"https://example.com/","event_types":[]}`, admin, http.StatusUnprocessableEntity},
@@ -241,9 +242,6 @@ func TestWebhookAdmin(t *testing.T) {
 		if r := ts.request(t, tt.method, tt.path, tt.body, bearer(tt.token)...); r.status != tt.want {
 			t.Errorf("%s: %s %s = %d %s, want %d", tt.name, tt.method, tt.path, r.status, r.body, tt.want)
 		}
-	}
-	if r := ts.request(t, "POST", "/api/v1/webhooks", `{"name":"x","url":"https://example.com/","format":"slack"}`, bearer(admin)...); !strings.Contains(string(r.body), "not yet supported") {
-		t.Errorf("slack: %s; want it to say not yet supported", r.body)
 	}
 	var updated webhook
 	ts.request(t, "PATCH", fmt.Sprintf("/api/v1/webhooks/%d", wh.ID), `{"min_severity":"high","event_types":["incident.resolved","incident.occurred"],"labels":{"team":"ops"}}`,
@@ -772,5 +770,73 @@ func TestWebhookShutdownWaits(t *testing.T) {
 	ts.st.db.QueryRow(`SELECT count(*) FROM webhook_deliveries WHERE attempts > 0 AND status = 'pending'`).Scan(&claimed)
 	if n, _ := rc.counts(); n != 1 || claimed != 0 {
 		t.Errorf("%d attempts and %d claimed after draining began, want 1 and 0", n, claimed)
+	}
+}
+
+func TestWebhookChatAndPushFormats(t *testing.T) {
+	ts := newTestServer(t, func(c *config) { c.publicURL = "https://incidents.example.com" })
+	admin := ts.register(t, "admin", "password1")
+	slack, ntfy := newReceiver(t), newReceiver(t)
+	ts.createWebhook(t, admin, slack, `{"name":"chat","format":"slack"}`)
+	var wh webhookWithSecret
+	ts.request(t, "POST", "/api/v1/webhooks", fmt.Sprintf(`{"name":"phone","format":"ntfy","url":"%s/ops-alerts"}`, ntfy.URL), bearer(admin)...).
+		mustStatus(t, "create ntfy webhook", http.StatusCreated).json(t, &wh)
+	ntfy.mu.Lock()
+	ntfy.secrets = append(ntfy.secrets, wh.Secret)
+	ntfy.mu.Unlock()
+	inc := ts.createIncident(t, "disk full", "high")
+	ts.transition(t, admin, inc.ID, "resolve")
+	ts.deliverUntil(t, "both events to both", func() bool {
+		_, a := slack.counts()
+		_, b := ntfy.counts()
+		return a == 2 && b == 2
+	})
+	link := fmt.Sprintf("https://incidents.example.com/api/v1/incidents/%d", inc.ID)
+
+	var chat struct {
+		Text        string `json:"text"`
+		Attachments []struct {
+			Color     string `json:"color"`
+			Title     string `json:"title"`
+			TitleLink string `json:"title_link"`
+			Fields    []struct {
+				Title string `json:"title"`
+				Value string `json:"value"`
+				Short bool   `json:"short"`
+			} `json:"fields"`
+		} `json:"attachments"`
+	}
+	for i, want := range []struct{ text, color, status string }{
+		{fmt.Sprintf("[HIGH] Incident #%d opened: disk full", inc.ID), "#ff7a00", "open"},
+		{fmt.Sprintf("[HIGH] Incident #%d resolved by admin: disk full", inc.ID), "#2eb886", "resolved"},
+	} {
+		if err := json.Unmarshal(slack.messages()[i].Body, &chat); err != nil {
+			t.Fatal(err)
+		}
+		if chat.Text != want.text || len(chat.Attachments) != 1 || chat.Attachments[0].Color != want.color ||
+			chat.Attachments[0].TitleLink != link || len(chat.Attachments[0].Fields) != 2 || chat.Attachments[0].Fields[0].Value != want.status {
+			t.Errorf("slack message %d: %s; want text %q, colour %s, a link and the status %s", i, slack.messages()[i].Body, want.text, want.color, want.status)
+		}
+	}
+
+	var push struct {
+		Topic    string `json:"topic"`
+		Title    string `json:"title"`
+		Message  string `json:"message"`
+		Priority int    `json:"priority"`
+		Click    string `json:"click"`
+	}
+	got := ntfy.messages()[0]
+	if err := json.Unmarshal(got.Body, &push); err != nil {
+		t.Fatal(err)
+	}
+	if got.Path != "/" || push.Topic != "ops-alerts" || push.Priority != 4 || push.Click != link ||
+		push.Title != fmt.Sprintf("[HIGH] Incident #%d opened: disk full", inc.ID) || push.Message != "d" {
+		t.Errorf("ntfy message to %s: %s; want it at the root, topic ops-alerts, priority 4, a click action", got.Path, got.Body)
+	}
+	var res webhookTestResult
+	ts.request(t, "POST", fmt.Sprintf("/api/v1/webhooks/%d/test", wh.ID), "", bearer(admin)...).mustStatus(t, "test", http.StatusOK).json(t, &res)
+	if last := ntfy.allAttempts()[len(ntfy.allAttempts())-1]; res.Status != http.StatusNoContent || !strings.Contains(string(last.Body), `"topic":"ops-alerts"`) {
+		t.Errorf("ntfy test: %+v, body %s; want it published to the topic", res, last.Body)
 	}
 }
