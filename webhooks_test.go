@@ -840,3 +840,38 @@ func TestWebhookChatAndPushFormats(t *testing.T) {
 		t.Errorf("ntfy test: %+v, body %s; want it published to the topic", res, last.Body)
 	}
 }
+
+func TestWebhookRetriesResumeAfterRestart(t *testing.T) {
+	first := newIdleServer(t)
+	admin := first.register(t, "admin", "password1")
+	rc := newReceiver(t)
+	rc.setMode("fail")
+	first.createWebhook(t, admin, rc, `{"name":"flaky"}`)
+	first.createIncident(t, "disk full", "high")
+	// The first server makes two attempts of the retry series, then stops.
+	ctx := context.Background()
+	seq, err := first.st.LatestEventSeq(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.srv.hub.log.begin(seq) // as if its feed had reached the event
+	first.deliverUntil(t, "the first attempt", func() bool { n, _ := rc.counts(); return n == 1 })
+	first.clock.Advance(retrySchedule[0] + retrySchedule[0]/10 + time.Second)
+	first.deliverUntil(t, "the second attempt", func() bool { n, _ := rc.counts(); return n == 2 })
+
+	// Another server, started later, goes on with the series from the
+	// database: not before the third attempt is due, then with the same
+	// webhook-id.
+	next := startReplica(t, first)
+	next.clock.Advance(first.clock.Now().Sub(next.clock.Now()))
+	next.deliver()
+	if n, _ := rc.counts(); n != 2 {
+		t.Fatalf("%d attempts before the third was due, want 2", n)
+	}
+	rc.setMode("")
+	next.clock.Advance(retrySchedule[1] + retrySchedule[1]/10 + time.Second)
+	next.deliverUntil(t, "the third attempt", func() bool { _, got := rc.counts(); return got == 1 })
+	if a := rc.allAttempts(); a[2].ID != a[0].ID {
+		t.Errorf("third attempt's webhook-id %s, want the series' %s", a[2].ID, a[0].ID)
+	}
+}
