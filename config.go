@@ -28,13 +28,15 @@ type config struct {
 	shutdownTimeout time.Duration
 	wsPingInterval  time.Duration
 	reopenWindow    time.Duration
+	publicURL       string // the server's external base URL, without a trailing slash; may be empty
 
-	registrationOpen bool
-	publicIngest     bool // POST /api/v1/incidents without credentials
-	publicRead       bool // reading incidents and the stream without credentials
-	rateLimits       bool // RATE_LIMITS=off turns every limit off
-	limits           limitSettings
-	trustedProxies   trustedProxies
+	registrationOpen   bool
+	publicIngest       bool // POST /api/v1/incidents without credentials
+	publicRead         bool // reading incidents and the stream without credentials
+	rateLimits         bool // RATE_LIMITS=off turns every limit off
+	webhookDenyPrivate bool // webhooks may not connect to loopback, private, link-local or metadata addresses
+	limits             limitSettings
+	trustedProxies     trustedProxies
 }
 
 // limitSettings are the rate limits' sizes; a zero one is off.
@@ -120,6 +122,13 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 		}
 		cfg.allowedOrigins = append(cfg.allowedOrigins, o)
 	}
+	if v := strings.TrimRight(strings.TrimSpace(getenv("PUBLIC_URL")), "/"); v != "" {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			problems = append(problems, fmt.Sprintf("PUBLIC_URL must be an absolute http or https URL like https://incidents.example.com, not %q", v))
+		} else {
+			cfg.publicURL = v
+		}
+	}
 	if v := getenv("ADDR"); v != "" {
 		cfg.addr = v
 	} else if p := getenv("PORT"); p != "" {
@@ -187,6 +196,7 @@ func loadAccessConfig(getenv func(string) string, cfg *config, problems []string
 	choice("PUBLIC_INGEST", &cfg.publicIngest, "true", "false")
 	choice("PUBLIC_READ", &cfg.publicRead, "true", "false")
 	choice("RATE_LIMITS", &cfg.rateLimits, "on", "off")
+	choice("WEBHOOK_DENY_PRIVATE", &cfg.webhookDenyPrivate, "true", "false")
 	for name, dst := range map[string]*countLimit{"LOGIN_RATE_LIMIT": &cfg.limits.loginUser, "LOGIN_IP_RATE_LIMIT": &cfg.limits.loginIP, "REGISTER_RATE_LIMIT": &cfg.limits.register} {
 		if v := strings.TrimSpace(getenv(name)); v != "" {
 			cl, err := parseCountLimit(v)

@@ -56,6 +56,18 @@ func TestLoadConfig(t *testing.T) {
 				t.Errorf("allowedOrigins = %q, want %q", cfg.allowedOrigins, want)
 			}
 		}},
+		{name: "public url", env: with("PUBLIC_URL", "https://incidents.example.com/"), check: func(t *testing.T, cfg config) {
+			if cfg.publicURL != "https://incidents.example.com" {
+				t.Errorf("publicURL = %q, want https://incidents.example.com", cfg.publicURL)
+			}
+		}},
+		{name: "webhook deny private", env: with("WEBHOOK_DENY_PRIVATE", "true"), check: func(t *testing.T, cfg config) {
+			if !cfg.webhookDenyPrivate {
+				t.Error("webhookDenyPrivate = false, want true")
+			}
+		}},
+		{name: "bad webhook deny private", env: with("WEBHOOK_DENY_PRIVATE", "yes"), wantErrs: []string{`WEBHOOK_DENY_PRIVATE must be true or false`}},
+		{name: "bad public url", env: with("PUBLIC_URL", "incidents.example.com"), wantErrs: []string{`PUBLIC_URL must be an absolute http or https URL`}},
 		{name: "bad origin", env: with("ALLOWED_ORIGINS", "a.example"), wantErrs: []string{`ALLOWED_ORIGINS entry "a.example"`}},
 		{name: "PORT", env: with("PORT", "9000"), check: func(t *testing.T, cfg config) {
 			if cfg.addr != ":9000" {

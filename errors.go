@@ -44,6 +44,8 @@ var (
 	errAPIKeyNotFound      = &httpError{status: http.StatusNotFound, detail: "API key not found"}
 	errIntegrationNotFound = &httpError{status: http.StatusNotFound, detail: "Integration not found"}
 	errHeartbeatNotFound   = &httpError{status: http.StatusNotFound, detail: "Heartbeat not found"}
+	errWebhookNotFound     = &httpError{status: http.StatusNotFound, detail: "Webhook not found"}
+	errDeliveryNotFound    = &httpError{status: http.StatusNotFound, detail: "Delivery not found"}
 
 	// 408, 409, 412, 413: the request against the state of things.
 	errBodyTimeout          = &httpError{status: http.StatusRequestTimeout, detail: "Request body not received in time"}
@@ -51,6 +53,8 @@ var (
 	errDedupKeyTaken        = &httpError{status: http.StatusConflict, detail: "Another unresolved incident has the same dedup_key"}
 	errIntegrationNameTaken = &httpError{status: http.StatusConflict, detail: "Integration name already in use"}
 	errHeartbeatNameTaken   = &httpError{status: http.StatusConflict, detail: "Heartbeat name already in use"}
+	errWebhookNameTaken     = &httpError{status: http.StatusConflict, detail: "Webhook name already in use"}
+	errDeliveryInFlight     = &httpError{status: http.StatusConflict, detail: "An attempt of this delivery is in flight; try again in a minute"}
 	errLastAdminHTTP        = &httpError{status: http.StatusConflict, detail: "The last active admin cannot be demoted or disabled"}
 	errBadIfMatch           = &httpError{status: http.StatusPreconditionFailed, detail: "If-Match must be an ETag this server returned"}
 	errBodyTooLarge         = &httpError{status: http.StatusRequestEntityTooLarge, detail: "Request body too large"}

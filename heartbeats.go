@@ -172,9 +172,10 @@ func (s *server) handlePing(signal string) func(http.ResponseWriter, *http.Reque
 // timerInterval is how often a replica looks for work that is due.
 const timerInterval = time.Second
 
-// runTimers does the timed work until ctx ends: the one background loop,
-// on every replica. Work that is due is claimed in PostgreSQL, so it is
-// done once whichever replica gets there first.
+// runTimers does the timed work (overdue heartbeats, webhook deliveries)
+// until ctx ends: the one background loop, on every replica. Work that is
+// due is claimed in PostgreSQL, so it is done once whichever replica gets
+// there first.
 func (s *server) runTimers(ctx context.Context) {
 	tick := time.NewTicker(timerInterval)
 	defer tick.Stop()
@@ -187,5 +188,6 @@ func (s *server) runTimers(ctx context.Context) {
 		if _, err := s.store.OverdueHeartbeats(ctx, s.cfg.reopenWindow, s.now()); err != nil && ctx.Err() == nil {
 			s.log.Warn("check heartbeats", "error", err)
 		}
+		s.deliverWebhooks(ctx) // its attempts run on; the next tick does not wait for them
 	}
 }

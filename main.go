@@ -135,6 +135,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		logger.Warn("shutdown: requests still running were cut off", "error", err)
 	}
 	srv.hub.wait(shutdownCtx)
+	if !srv.drainWebhooks(shutdownCtx) {
+		logger.Warn("shutdown: webhook attempts still in flight were cut off; they are sent again once their lease expires")
+	}
 	return nil
 }
 

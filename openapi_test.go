@@ -224,6 +224,10 @@ func openAPITypes() map[string]openAPIType {
 		"HookResults":        responseType[hookResults](),
 		"HookError":          responseType[hookErrorBody](),
 		"PagerDutyAnswer":    responseType[pagerDutyAnswer](),
+		"Webhook":            responseType[webhook](),
+		"WebhookWithSecret":  responseType[webhookWithSecret](),
+		"WebhookTestResult":  responseType[webhookTestResult](),
+		"WebhookDelivery":    responseType[deliveryView](),
 
 		// Request bodies, with the handler's checks: its validate method,
 		// or, where the handler checks the body in place, the same checks.
@@ -258,6 +262,8 @@ func openAPITypes() map[string]openAPIType {
 		}),
 		"IntegrationCreate": requestType(func(in integrationRequest) []fieldError { return in.apply(&integration{}, true) }),
 		"IntegrationUpdate": requestType(func(in integrationRequest) []fieldError { return in.apply(&integration{}, false) }),
+		"WebhookCreate":     requestType(func(in webhookRequest) []fieldError { return in.apply(&webhook{}, true) }),
+		"WebhookUpdate":     requestType(func(in webhookRequest) []fieldError { return in.apply(&webhook{}, false) }),
 		"HeartbeatCreate": requestType(func(in heartbeatRequest) []fieldError {
 			_, problems := in.apply(&heartbeat{}, true)
 			return problems

@@ -318,3 +318,48 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS heartbeats_name_key ON heartbeats (lower(name));
 CREATE INDEX IF NOT EXISTS heartbeats_deadline_idx ON heartbeats (deadline) WHERE state = 'up';
+
+-- Outgoing webhooks. Each endpoint keeps a cursor: the last event sequence
+-- number it has queued (up to the position the stream's feed has reached,
+-- so an event still being committed is never skipped). Each queued event
+-- is a delivery; a replica claims the first pending delivery of an
+-- endpoint by leasing it, sends without a transaction open, then records
+-- the attempt: a replica that dies mid-send leaves a lease that expires,
+-- and the delivery goes again with the same webhook-id. The secret is
+-- stored, since signing needs it; after a rotation the previous one signs
+-- too until previous_until.
+CREATE TABLE IF NOT EXISTS webhooks (
+    id              bigserial PRIMARY KEY,
+    name            text NOT NULL,
+    url             text NOT NULL,
+    format          text NOT NULL CHECK (format IN ('standard', 'slack', 'ntfy')),
+    event_types     jsonb NOT NULL,
+    min_severity    text NOT NULL CHECK (min_severity IN ('low', 'medium', 'high', 'critical')),
+    labels          jsonb NOT NULL DEFAULT '{}',
+    enabled         boolean NOT NULL DEFAULT true,
+    disabled_reason text NOT NULL DEFAULT '',
+    secret          text NOT NULL,
+    previous_secret text,
+    previous_until  timestamptz,
+    cursor_seq      bigint NOT NULL,
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS webhooks_name_key ON webhooks (lower(name));
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id              bigserial PRIMARY KEY,
+    webhook_id      bigint NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event_seq       bigint NOT NULL,
+    event_type      text NOT NULL,
+    body            text NOT NULL,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'succeeded', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL,
+    lease_until     timestamptz,
+    response_code   integer,
+    error           text NOT NULL DEFAULT '',
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    UNIQUE (webhook_id, event_seq)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_pending_idx ON webhook_deliveries (webhook_id, event_seq) WHERE status = 'pending';

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -31,6 +33,13 @@ type server struct {
 	// pingInterval is how often idle streams get a WebSocket ping or an SSE
 	// comment, so proxies keep them open.
 	pingInterval time.Duration
+	// webhooks sends webhook attempts; inFlight counts those under way,
+	// and attempts waits for them at shutdown, once draining stops new ones.
+	webhooks   *http.Client
+	inFlight   atomic.Int64
+	attemptsMu sync.Mutex
+	attempts   sync.WaitGroup
+	draining   bool
 }
 
 func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
@@ -49,6 +58,7 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 		hub:          h,
 		feed:         newEventFeed(st, h, logger, cfg.databaseURL),
 		pingInterval: cfg.wsPingInterval,
+		webhooks:     newWebhookClient(cfg.webhookDenyPrivate),
 	}
 	s.feed.accessChanged = func(userID int64) { go s.hub.recheck(userID, s.stillAllowed) }
 	return s, nil
@@ -124,6 +134,15 @@ func (s *server) routeList() []route {
 		{"POST /api/v1/hooks/generic", accessHook, s.handleHookGeneric},
 		{"POST /v2/enqueue", accessHook, s.handlePagerDutyEnqueue},
 
+		{"POST /api/v1/webhooks", accessAdmin, s.handleWebhookCreate},
+		{"GET /api/v1/webhooks", accessAdmin, s.handleWebhookList},
+		{"GET /api/v1/webhooks/{id}", accessAdmin, s.handleWebhookGet},
+		{"PATCH /api/v1/webhooks/{id}", accessAdmin, s.handleWebhookUpdate},
+		{"DELETE /api/v1/webhooks/{id}", accessAdmin, s.handleWebhookDelete},
+		{"POST /api/v1/webhooks/{id}/rotate", accessAdmin, s.handleWebhookRotate},
+		{"POST /api/v1/webhooks/{id}/test", accessAdmin, s.handleWebhookTest},
+		{"GET /api/v1/webhooks/{id}/deliveries", accessAdmin, s.handleDeliveryList},
+		{"POST /api/v1/webhooks/{id}/deliveries/{delivery}/retry", accessAdmin, s.handleDeliveryRetry},
 		{"POST /api/v1/heartbeats", accessAdmin, s.handleHeartbeatCreate},
 		{"GET /api/v1/heartbeats", accessRead, s.handleHeartbeatList},
 		{"GET /api/v1/heartbeats/{id}", accessRead, s.handleHeartbeatGet},

@@ -957,24 +957,27 @@ func eventsSQL(where string) string {
 func (st *store) events(ctx context.Context, where string, limit int, add func(storedEvent) (bool, error), args ...any) error {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	return queryEach(ctx, st, eventsSQL(where), append(args, limit), func(rows *sql.Rows) (storedEvent, error) {
-		var (
-			e          storedEvent
-			actor      sql.NullString
-			actorKey   sql.NullString
-			integ      sql.NullString
-			noteID     sql.NullInt64
-			noteBody   sql.NullString
-			noteAuthor sql.NullString
-			noteAt     sql.NullTime
-		)
-		err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &actorKey, &integ, &e.CreatedAt, &e.Data,
-			&noteID, &noteBody, &noteAuthor, &noteAt)
-		e.Actor, e.ActorKey, e.Integration = stringOrNil(actor), stringOrNil(actorKey), stringOrNil(integ)
-		e.CreatedAt = e.CreatedAt.UTC()
-		if noteID.Valid {
-			e.Note = &note{ID: noteID.Int64, IncidentID: e.IncidentID, Body: noteBody.String, Author: stringOrNil(noteAuthor), CreatedAt: noteAt.Time.UTC()}
-		}
-		return e, err
-	}, add)
+	return queryEach(ctx, st, eventsSQL(where), append(args, limit), scanEvent, add)
+}
+
+// scanEvent reads one row of eventsSQL.
+func scanEvent(rows *sql.Rows) (storedEvent, error) {
+	var (
+		e          storedEvent
+		actor      sql.NullString
+		actorKey   sql.NullString
+		integ      sql.NullString
+		noteID     sql.NullInt64
+		noteBody   sql.NullString
+		noteAuthor sql.NullString
+		noteAt     sql.NullTime
+	)
+	err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &actorKey, &integ, &e.CreatedAt, &e.Data,
+		&noteID, &noteBody, &noteAuthor, &noteAt)
+	e.Actor, e.ActorKey, e.Integration = stringOrNil(actor), stringOrNil(actorKey), stringOrNil(integ)
+	e.CreatedAt = e.CreatedAt.UTC()
+	if noteID.Valid {
+		e.Note = &note{ID: noteID.Int64, IncidentID: e.IncidentID, Body: noteBody.String, Author: stringOrNil(noteAuthor), CreatedAt: noteAt.Time.UTC()}
+	}
+	return e, err
 }
