@@ -49,17 +49,31 @@ func (st *store) QueueWebhookEvents(ctx context.Context, upTo int64, now time.Ti
 		if err != nil {
 			return err
 		}
+		if len(list) == 0 {
+			return nil
+		}
+		// One read serves every endpoint: from the oldest cursor, a page
+		// bounded by count and bytes as for the stream.
+		from := list[0].cursor
 		for _, b := range list {
-			rows, err := tx.QueryContext(ctx, eventsSQL(eventsAfterWhere), b.cursor, upTo, feedPageSize)
-			events, err := scanAll(st, rows, err, scanEvent)
-			if err != nil {
-				return err
-			}
-			cursor := upTo
-			if len(events) == feedPageSize {
-				cursor = events[len(events)-1].Seq
+			from = min(from, b.cursor)
+		}
+		events, more, err := st.EventsAfter(ctx, from, upTo, feedPageSize)
+		if err != nil {
+			return err
+		}
+		read := upTo // every event up to here was read, or never committed
+		if more {
+			read = events[len(events)-1].Seq
+		}
+		for _, b := range list {
+			if b.cursor >= read {
+				continue
 			}
 			for _, e := range events {
+				if e.Seq <= b.cursor || e.Seq > read {
+					continue
+				}
 				msg, ok := body(b.wh, e)
 				if !ok {
 					continue
@@ -71,7 +85,7 @@ func (st *store) QueueWebhookEvents(ctx context.Context, upTo int64, now time.Ti
 					return err
 				}
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET cursor_seq = $2 WHERE id = $1`, b.wh.ID, cursor); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET cursor_seq = $2 WHERE id = $1`, b.wh.ID, read); err != nil {
 				return err
 			}
 		}

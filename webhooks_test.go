@@ -875,3 +875,26 @@ func TestWebhookRetriesResumeAfterRestart(t *testing.T) {
 		t.Errorf("third attempt's webhook-id %s, want the series' %s", a[2].ID, a[0].ID)
 	}
 }
+
+// Endpoints whose cursors stand at different events are each sent what
+// follows their own cursor, from one read of the events.
+func TestWebhookCursorsApart(t *testing.T) {
+	ts := newTestServer(t)
+	admin := ts.register(t, "admin", "password1")
+	early, late := newReceiver(t), newReceiver(t)
+	ts.createWebhook(t, admin, early, `{"name":"early"}`)
+	ts.createIncident(t, "first", "high")
+	ts.waitStream(t)
+	ts.createWebhook(t, admin, late, `{"name":"late"}`)
+	ts.createIncident(t, "second", "high")
+	ts.deliverUntil(t, "both endpoints to catch up", func() bool { return len(early.messages()) == 2 && len(late.messages()) == 1 })
+	titles := func(rc *receiver) (got []any) {
+		for _, m := range rc.messages() {
+			got = append(got, m.Data["title"])
+		}
+		return got
+	}
+	if got := fmt.Sprint(titles(early), titles(late)); got != "[first second] [second]" {
+		t.Errorf("early and late endpoints got %s, want [first second] [second]", got)
+	}
+}
