@@ -142,7 +142,7 @@ func (s *server) handleHeartbeatDelete(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	if err := s.store.DeleteHeartbeat(r.Context(), id, s.adminAudit(r, "heartbeat.deleted"), s.now()); err != nil {
+	if err := s.store.DeleteAudited(r.Context(), "heartbeat", id, s.adminAudit(r, "heartbeat.deleted"), s.now()); err != nil {
 		return notFoundAs(err, errHeartbeatNotFound)
 	}
 	w.WriteHeader(http.StatusNoContent)

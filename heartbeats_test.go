@@ -15,9 +15,7 @@ import (
 // ping URL.
 func (ts *testServer) createHeartbeat(t *testing.T, admin, body string) heartbeatWithURL {
 	t.Helper()
-	var hb heartbeatWithURL
-	ts.request(t, "POST", "/api/v1/heartbeats", body, bearer(admin)...).mustStatus(t, "create heartbeat "+body, http.StatusCreated).json(t, &hb)
-	return hb
+	return create[heartbeatWithURL](t, ts, admin, "/api/v1/heartbeats", body)
 }
 
 // heartbeatIncidents lists the incidents heartbeat hb opened.

@@ -426,3 +426,12 @@ func (ts *testServer) followPages(t *testing.T, path string, headers ...string) 
 	}
 	return pages
 }
+
+// create posts body to an admin collection as admin and returns what was
+// created: an integration, a heartbeat, a webhook.
+func create[T any](t testing.TB, ts *testServer, admin, path, body string) T {
+	t.Helper()
+	var created T
+	ts.request(t, "POST", path, body, bearer(admin)...).mustStatus(t, "POST "+path+" "+body, http.StatusCreated).json(t, &created)
+	return created
+}

@@ -96,14 +96,15 @@ func fitText(s string, max int) string {
 	return string([]rune(s)[:max-1]) + "…"
 }
 
-// fitLabels merges a sender's labels with the integration's (which win)
-// into what a report may carry: keys of 1 to 100 characters without ':',
-// values of at most 1,000, at most 64 pairs (the integration's first).
+// fitLabels merges a sender's labels with the integration's into what a
+// report may carry: keys of 1 to 100 characters without ':', values of at
+// most 1,000, at most 64 pairs. The integration's come first, and win.
 func fitLabels(sent, static map[string]string) map[string]string {
 	out := map[string]string{}
-	add := func(labels map[string]string) {
+	for _, labels := range []map[string]string{static, sent} {
 		for _, k := range slices.Sorted(maps.Keys(labels)) {
-			if _, have := out[k]; !have && len(out) == maxLabels {
+			_, have := out[k]
+			if have || len(out) == maxLabels {
 				continue
 			}
 			if n := utf8.RuneCountInString(k); n == 0 || n > maxLabelKeyLen || strings.ContainsAny(k, ":\x00") {
@@ -112,9 +113,6 @@ func fitLabels(sent, static map[string]string) map[string]string {
 			out[k] = fitText(labels[k], maxLabelValueLen)
 		}
 	}
-	add(static)
-	add(sent)
-	add(static)
 	return out
 }
 

@@ -16,9 +16,7 @@ import (
 // its key.
 func (ts *testServer) createIntegration(t *testing.T, admin, body string) integrationWithKey {
 	t.Helper()
-	var ig integrationWithKey
-	ts.request(t, "POST", "/api/v1/integrations", body, bearer(admin)...).mustStatus(t, "create integration "+body, http.StatusCreated).json(t, &ig)
-	return ig
+	return create[integrationWithKey](t, ts, admin, "/api/v1/integrations", body)
 }
 
 // hook posts body to a hook with the key as a bearer token.
@@ -423,5 +421,22 @@ func TestHookBodiesStorable(t *testing.T) {
 	ts.st.db.QueryRow(`SELECT count(DISTINCT dedup_key) FROM incidents WHERE source = 'am'`).Scan(&n)
 	if n != 2 {
 		t.Errorf("two long group keys made %d incidents, want 2", n)
+	}
+}
+
+// A sender's labels are cut to what a report may carry, and the
+// integration's own labels always fit and win.
+func TestFitLabels(t *testing.T) {
+	sent := map[string]string{"team": "from-alert", "a:b": "x", "": "y", "aaa-long": strings.Repeat("v", 1200)}
+	for i := range 100 {
+		sent[fmt.Sprintf("k%03d", i)] = "v"
+	}
+	got := fitLabels(sent, map[string]string{"team": "infra", "zz": "static"})
+	if len(got) != maxLabels || got["team"] != "infra" || got["zz"] != "static" || got["a:b"] != "" || len([]rune(got["aaa-long"])) != maxLabelValueLen {
+		t.Errorf("fitLabels: %d labels, team %q, zz %q, a:b %q, long of %d; want %d, infra, static, dropped, %d",
+			len(got), got["team"], got["zz"], got["a:b"], len([]rune(got["aaa-long"])), maxLabels, maxLabelValueLen)
+	}
+	if _, ok := got[""]; ok {
+		t.Error("an empty key was kept")
 	}
 }

@@ -165,15 +165,20 @@ func (h *hub) recheck(userID int64, allowed func(principal) bool) {
 }
 
 // wait waits until every subscription is done, or ctx ends.
-func (h *hub) wait(ctx context.Context) {
+func (h *hub) wait(ctx context.Context) { waitDone(ctx, &h.active) }
+
+// waitDone waits for wg until ctx ends; false if ctx ended first.
+func waitDone(ctx context.Context, wg *sync.WaitGroup) bool {
 	done := make(chan struct{})
 	go func() {
-		h.active.Wait()
+		wg.Wait()
 		close(done)
 	}()
 	select {
 	case <-done:
+		return true
 	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -182,7 +182,7 @@ func (s *server) handleIntegrationDelete(w http.ResponseWriter, r *http.Request)
 	if err != nil {
 		return err
 	}
-	if err := s.store.DeleteIntegration(r.Context(), id, s.adminAudit(r, "integration.deleted"), s.now()); err != nil {
+	if err := s.store.DeleteAudited(r.Context(), "integration", id, s.adminAudit(r, "integration.deleted"), s.now()); err != nil {
 		return notFoundAs(err, errIntegrationNotFound)
 	}
 	w.WriteHeader(http.StatusNoContent)

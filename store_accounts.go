@@ -472,3 +472,23 @@ func (st *store) RedeemStreamTicket(ctx context.Context, hash []byte, now time.T
 	}
 	return userID, keyID, st.mapErr(err)
 }
+
+// adminTables are the admin-managed things DeleteAudited may delete, by
+// the name their audit targets use.
+var adminTables = map[string]string{"integration": "integrations", "heartbeat": "heartbeats", "webhook": "webhooks"}
+
+// DeleteAudited deletes the kind (integration, heartbeat, webhook) with id
+// id, and audits it under its name. What it made stays: incidents keep
+// their source; a webhook's deliveries go with it.
+func (st *store) DeleteAudited(ctx context.Context, kind string, id int64, e auditEntry, now time.Time) error {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	return st.inTx(ctx, func(tx *sql.Tx) error {
+		var name string
+		if err := tx.QueryRowContext(ctx, `DELETE FROM `+adminTables[kind]+` WHERE id = $1::bigint RETURNING name`, id).Scan(&name); err != nil {
+			return err
+		}
+		e.Target, e.Details = fmt.Sprintf("%s:%d", kind, id), map[string]any{"name": name}
+		return insertAudit(ctx, tx, e, now)
+	})
+}

@@ -119,20 +119,6 @@ func (st *store) UpdateHeartbeat(ctx context.Context, hb heartbeat, paused *bool
 	return updated, err
 }
 
-// DeleteHeartbeat deletes heartbeat id; an incident it opened stays.
-func (st *store) DeleteHeartbeat(ctx context.Context, id int64, e auditEntry, now time.Time) error {
-	ctx, cancel := st.withTimeout(ctx)
-	defer cancel()
-	return st.inTx(ctx, func(tx *sql.Tx) error {
-		var name string
-		if err := tx.QueryRowContext(ctx, `DELETE FROM heartbeats WHERE id = $1::bigint RETURNING name`, id).Scan(&name); err != nil {
-			return err
-		}
-		e.Target, e.Details = fmt.Sprintf("heartbeat:%d", id), map[string]any{"name": name}
-		return insertAudit(ctx, tx, e, now)
-	})
-}
-
 // HeartbeatSignal records a signal of the heartbeat whose token hashes to hash:
 // "ping" (up: a fresh deadline, and the incident resolved if it was down),
 // "start" (the job has grace to finish) or "fail" (down now). A paused

@@ -139,22 +139,6 @@ func (st *store) UpdateIntegration(ctx context.Context, ig integration, e auditE
 	return updated, err
 }
 
-// DeleteIntegration deletes integration id. Its incidents stay, with its
-// name as their source; their dedup keys stay in its scope, so a new
-// integration never merges into them.
-func (st *store) DeleteIntegration(ctx context.Context, id int64, e auditEntry, now time.Time) error {
-	ctx, cancel := st.withTimeout(ctx)
-	defer cancel()
-	return st.inTx(ctx, func(tx *sql.Tx) error {
-		var name string
-		if err := tx.QueryRowContext(ctx, `DELETE FROM integrations WHERE id = $1::bigint RETURNING name`, id).Scan(&name); err != nil {
-			return err
-		}
-		e.Target, e.Details = fmt.Sprintf("integration:%d", id), map[string]any{"name": name}
-		return insertAudit(ctx, tx, e, now)
-	})
-}
-
 // TransitionByKey applies a to the unresolved incident with dedup key key
 // in scope: how a sender that only knows its own key acknowledges or
 // resolves. errNotFound when there is none; *transitionError when its

@@ -86,6 +86,27 @@ func (st *store) CreateWebhook(ctx context.Context, wh webhook, e auditEntry, no
 	return created, err
 }
 
+// RotateWebhookSecret makes secret webhook id's secret, the current one
+// signing too for secretOverlap. It changes nothing else, so it cannot
+// undo a change made meanwhile.
+func (st *store) RotateWebhookSecret(ctx context.Context, id int64, secret string, e auditEntry, now time.Time) (webhook, error) {
+	ctx, cancel := st.withTimeout(ctx)
+	defer cancel()
+	var updated webhook
+	err := st.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		updated, err = scanWebhook(tx.QueryRowContext(ctx, `UPDATE webhooks SET
+			previous_secret = secret, previous_until = $2::timestamptz + make_interval(secs => $4), secret = $3, updated_at = $2
+			WHERE id = $1::bigint RETURNING `+webhookColumns, id, now, secret, secretOverlap.Seconds()))
+		if err != nil {
+			return err
+		}
+		e.Target = fmt.Sprintf("webhook:%d", id)
+		return insertAudit(ctx, tx, e, now)
+	})
+	return updated, err
+}
+
 // Webhooks lists every webhook, oldest first.
 func (st *store) Webhooks(ctx context.Context) ([]webhook, error) {
 	ctx, cancel := st.withTimeout(ctx)
@@ -102,9 +123,8 @@ func (st *store) Webhook(ctx context.Context, id int64) (webhook, error) {
 	return wh, st.mapErr(err)
 }
 
-// UpdateWebhook stores wh's settings and, when secret is not empty, makes
-// it the secret, the current one signing too for secretOverlap.
-func (st *store) UpdateWebhook(ctx context.Context, wh webhook, secret string, e auditEntry, now time.Time) (webhook, error) {
+// UpdateWebhook stores wh's settings.
+func (st *store) UpdateWebhook(ctx context.Context, wh webhook, e auditEntry, now time.Time) (webhook, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	types, err := marshalJSON(wh.EventTypes)
@@ -120,12 +140,9 @@ func (st *store) UpdateWebhook(ctx context.Context, wh webhook, secret string, e
 		var err error
 		updated, err = scanWebhook(tx.QueryRowContext(ctx, `UPDATE webhooks SET
 			name = $2, url = $3, format = $4, event_types = $5, min_severity = $6, labels = $7, enabled = $8,
-			disabled_reason = $9, updated_at = $10,
-			previous_secret = CASE WHEN $11 <> '' THEN secret ELSE previous_secret END,
-			previous_until = CASE WHEN $11 <> '' THEN $10::timestamptz + make_interval(secs => $12) ELSE previous_until END,
-			secret = CASE WHEN $11 <> '' THEN $11 ELSE secret END
+			disabled_reason = $9, updated_at = $10
 			WHERE id = $1::bigint RETURNING `+webhookColumns, wh.ID, wh.Name, wh.URL, wh.Format, types, wh.MinSeverity, labels,
-			wh.Enabled, wh.DisabledReason, now, secret, secretOverlap.Seconds()))
+			wh.Enabled, wh.DisabledReason, now))
 		if err != nil {
 			return err
 		}
@@ -133,18 +150,4 @@ func (st *store) UpdateWebhook(ctx context.Context, wh webhook, secret string, e
 		return insertAudit(ctx, tx, e, now)
 	})
 	return updated, err
-}
-
-// DeleteWebhook deletes webhook id and its deliveries.
-func (st *store) DeleteWebhook(ctx context.Context, id int64, e auditEntry, now time.Time) error {
-	ctx, cancel := st.withTimeout(ctx)
-	defer cancel()
-	return st.inTx(ctx, func(tx *sql.Tx) error {
-		var name string
-		if err := tx.QueryRowContext(ctx, `DELETE FROM webhooks WHERE id = $1::bigint RETURNING name`, id).Scan(&name); err != nil {
-			return err
-		}
-		e.Target, e.Details = fmt.Sprintf("webhook:%d", id), map[string]any{"name": name}
-		return insertAudit(ctx, tx, e, now)
-	})
 }

@@ -313,17 +313,7 @@ func (s *server) drainWebhooks(ctx context.Context) bool {
 	s.attemptsMu.Lock()
 	s.draining = true
 	s.attemptsMu.Unlock()
-	done := make(chan struct{})
-	go func() {
-		s.attempts.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return waitDone(ctx, &s.attempts)
 }
 
 // attempt sends delivery d once and records the outcome. When ctx ends

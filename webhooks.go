@@ -200,7 +200,7 @@ func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request) err
 	if err := invalid(in.apply(&wh, false)...); err != nil {
 		return err
 	}
-	updated, err := s.store.UpdateWebhook(r.Context(), wh, "", s.adminAudit(r, "webhook.updated"), s.now())
+	updated, err := s.store.UpdateWebhook(r.Context(), wh, s.adminAudit(r, "webhook.updated"), s.now())
 	if err != nil {
 		return notFoundAs(conflictAs(err, errWebhookNameTaken), errWebhookNotFound)
 	}
@@ -215,15 +215,11 @@ func (s *server) handleWebhookRotate(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	wh, err := s.store.Webhook(r.Context(), id)
-	if err != nil {
-		return notFoundAs(err, errWebhookNotFound)
-	}
 	secret, err := newWebhookSecret()
 	if err != nil {
 		return err
 	}
-	updated, err := s.store.UpdateWebhook(r.Context(), wh, secret, s.adminAudit(r, "webhook.secret_rotated"), s.now())
+	updated, err := s.store.RotateWebhookSecret(r.Context(), id, secret, s.adminAudit(r, "webhook.secret_rotated"), s.now())
 	if err != nil {
 		return notFoundAs(err, errWebhookNotFound)
 	}
@@ -238,7 +234,7 @@ func (s *server) handleWebhookDelete(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	if err := s.store.DeleteWebhook(r.Context(), id, s.adminAudit(r, "webhook.deleted"), s.now()); err != nil {
+	if err := s.store.DeleteAudited(r.Context(), "webhook", id, s.adminAudit(r, "webhook.deleted"), s.now()); err != nil {
 		return notFoundAs(err, errWebhookNotFound)
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -153,9 +153,8 @@ func (rc *receiver) allAttempts() []receiverMsg {
 // createWebhook makes a webhook to rc as the admin and gives rc its secret.
 func (ts *testServer) createWebhook(t *testing.T, admin string, rc *receiver, body string) webhookWithSecret {
 	t.Helper()
-	var wh webhookWithSecret
 	body = strings.Replace(body, "{", fmt.Sprintf(`{"url":%q,`, rc.URL), 1)
-	ts.request(t, "POST", "/api/v1/webhooks", body, bearer(admin)...).mustStatus(t, "create webhook "+body, http.StatusCreated).json(t, &wh)
+	wh := create[webhookWithSecret](t, ts, admin, "/api/v1/webhooks", body)
 	rc.mu.Lock()
 	rc.secrets = append(rc.secrets, wh.Secret)
 	rc.mu.Unlock()
