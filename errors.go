@@ -39,25 +39,28 @@ var (
 	errOriginNotAllowed       = &httpError{status: http.StatusForbidden, detail: "Origin not allowed"}
 
 	// 404: what is not there.
-	errIncidentNotFound    = &httpError{status: http.StatusNotFound, detail: "Incident not found"}
-	errUserNotFound        = &httpError{status: http.StatusNotFound, detail: "User not found"}
-	errAPIKeyNotFound      = &httpError{status: http.StatusNotFound, detail: "API key not found"}
-	errIntegrationNotFound = &httpError{status: http.StatusNotFound, detail: "Integration not found"}
-	errHeartbeatNotFound   = &httpError{status: http.StatusNotFound, detail: "Heartbeat not found"}
-	errWebhookNotFound     = &httpError{status: http.StatusNotFound, detail: "Webhook not found"}
-	errDeliveryNotFound    = &httpError{status: http.StatusNotFound, detail: "Delivery not found"}
+	errIncidentNotFound         = &httpError{status: http.StatusNotFound, detail: "Incident not found"}
+	errUserNotFound             = &httpError{status: http.StatusNotFound, detail: "User not found"}
+	errAPIKeyNotFound           = &httpError{status: http.StatusNotFound, detail: "API key not found"}
+	errIntegrationNotFound      = &httpError{status: http.StatusNotFound, detail: "Integration not found"}
+	errHeartbeatNotFound        = &httpError{status: http.StatusNotFound, detail: "Heartbeat not found"}
+	errWebhookNotFound          = &httpError{status: http.StatusNotFound, detail: "Webhook not found"}
+	errDeliveryNotFound         = &httpError{status: http.StatusNotFound, detail: "Delivery not found"}
+	errEscalationPolicyNotFound = &httpError{status: http.StatusNotFound, detail: "Escalation policy not found"}
 
 	// 408, 409, 412, 413: the request against the state of things.
-	errBodyTimeout          = &httpError{status: http.StatusRequestTimeout, detail: "Request body not received in time"}
-	errUsernameTaken        = &httpError{status: http.StatusConflict, detail: "Username already registered"}
-	errDedupKeyTaken        = &httpError{status: http.StatusConflict, detail: "Another unresolved incident has the same dedup_key"}
-	errIntegrationNameTaken = &httpError{status: http.StatusConflict, detail: "Integration name already in use"}
-	errHeartbeatNameTaken   = &httpError{status: http.StatusConflict, detail: "Heartbeat name already in use"}
-	errWebhookNameTaken     = &httpError{status: http.StatusConflict, detail: "Webhook name already in use"}
-	errDeliveryInFlight     = &httpError{status: http.StatusConflict, detail: "An attempt of this delivery is in flight; try again in a minute"}
-	errLastAdminHTTP        = &httpError{status: http.StatusConflict, detail: "The last active admin cannot be demoted or disabled"}
-	errBadIfMatch           = &httpError{status: http.StatusPreconditionFailed, detail: "If-Match must be an ETag this server returned"}
-	errBodyTooLarge         = &httpError{status: http.StatusRequestEntityTooLarge, detail: "Request body too large"}
+	errBodyTimeout               = &httpError{status: http.StatusRequestTimeout, detail: "Request body not received in time"}
+	errUsernameTaken             = &httpError{status: http.StatusConflict, detail: "Username already registered"}
+	errDedupKeyTaken             = &httpError{status: http.StatusConflict, detail: "Another unresolved incident has the same dedup_key"}
+	errIntegrationNameTaken      = &httpError{status: http.StatusConflict, detail: "Integration name already in use"}
+	errHeartbeatNameTaken        = &httpError{status: http.StatusConflict, detail: "Heartbeat name already in use"}
+	errWebhookNameTaken          = &httpError{status: http.StatusConflict, detail: "Webhook name already in use"}
+	errEscalationPolicyNameTaken = &httpError{status: http.StatusConflict, detail: "Escalation policy name already in use"}
+	errWebhookInUse              = &httpError{status: http.StatusConflict, detail: "An escalation policy notifies this webhook; remove it from the policy's steps first"}
+	errDeliveryInFlight          = &httpError{status: http.StatusConflict, detail: "An attempt of this delivery is in flight; try again in a minute"}
+	errLastAdminHTTP             = &httpError{status: http.StatusConflict, detail: "The last active admin cannot be demoted or disabled"}
+	errBadIfMatch                = &httpError{status: http.StatusPreconditionFailed, detail: "If-Match must be an ETag this server returned"}
+	errBodyTooLarge              = &httpError{status: http.StatusRequestEntityTooLarge, detail: "Request body too large"}
 
 	// 503: the server cannot answer now.
 	errDatabaseUnavailable = &httpError{status: http.StatusServiceUnavailable, detail: "Database unavailable"}

@@ -16,6 +16,11 @@ type eventView struct {
 	CreatedAt time.Time       `json:"created_at"`
 	Data      json.RawMessage `json:"data"` // the incident right after the event
 	Note      *note           `json:"note,omitempty"`
+	// Escalation is the step an escalated event notified (an
+	// escalationNotice); Heartbeat, the heartbeat of a heartbeat_down or
+	// heartbeat_up event, as the REST API shows it.
+	Escalation json.RawMessage `json:"escalation,omitempty"`
+	Heartbeat  json.RawMessage `json:"heartbeat,omitempty"`
 }
 
 // actorView is who caused an event; null in JSON for the system and
@@ -28,7 +33,7 @@ type actorView struct {
 }
 
 func newEventView(e storedEvent) eventView {
-	v := eventView{Type: e.Type, Seq: e.Seq, CreatedAt: e.CreatedAt, Data: e.Data, Note: e.Note}
+	v := eventView{Type: e.Type, Seq: e.Seq, CreatedAt: e.CreatedAt, Data: e.Data, Note: e.Note, Escalation: e.Escalation, Heartbeat: e.Heartbeat}
 	switch {
 	case e.Actor != nil:
 		v.Actor = &actorView{User: *e.Actor}

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/hex"
 	"io"
 	"net/http"
-	"time"
 )
 
 // Limits of a heartbeat's period, in seconds: 30 s to 365 days.
@@ -166,28 +164,5 @@ func (s *server) handlePing(signal string) func(http.ResponseWriter, *http.Reque
 			return notFoundAs(err, errHeartbeatNotFound)
 		}
 		return writeJSON(w, http.StatusOK, pingAnswer{State: hb.State})
-	}
-}
-
-// timerInterval is how often a replica looks for work that is due.
-const timerInterval = time.Second
-
-// runTimers does the timed work (overdue heartbeats, webhook deliveries)
-// until ctx ends: the one background loop, on every replica. Work that is
-// due is claimed in PostgreSQL, so it is done once whichever replica gets
-// there first.
-func (s *server) runTimers(ctx context.Context) {
-	tick := time.NewTicker(timerInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if _, err := s.store.OverdueHeartbeats(ctx, s.cfg.reopenWindow, s.now()); err != nil && ctx.Err() == nil {
-			s.log.Warn("check heartbeats", "error", err)
-		}
-		s.deliverWebhooks(ctx) // its attempts run on; the next tick does not wait for them
 	}
 }

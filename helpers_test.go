@@ -388,7 +388,7 @@ func (ts *testServer) appendEvents(t *testing.T, inc incident, n int) {
 	t.Helper()
 	if err := ts.st.inTx(context.Background(), func(tx *sql.Tx) error {
 		for range n {
-			if err := ts.st.appendEvent(context.Background(), tx, "added", inc, actorRef{}, nil, time.Now()); err != nil {
+			if err := ts.st.appendEvent(context.Background(), tx, "added", inc, actorRef{}, eventDetail{}, time.Now()); err != nil {
 				return err
 			}
 		}

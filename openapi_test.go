@@ -189,7 +189,7 @@ func openAPITypes() map[string]openAPIType {
 	form := login
 	form.form, form.ignored = true, []string{"grant_type", "scope", "client_id", "client_secret"}
 	event := responseType[eventView]()
-	event.raw = map[string]string{"data": "Incident"}
+	event.raw = map[string]string{"data": "Incident", "escalation": "EscalationNotice", "heartbeat": "Heartbeat"}
 	return map[string]openAPIType{
 		"Incident":           responseType[incident](),
 		"IncidentStats":      responseType[incidentStats](),
@@ -228,6 +228,8 @@ func openAPITypes() map[string]openAPIType {
 		"WebhookWithSecret":  responseType[webhookWithSecret](),
 		"WebhookTestResult":  responseType[webhookTestResult](),
 		"WebhookDelivery":    responseType[deliveryView](),
+		"EscalationPolicy":   responseType[escalationPolicy](),
+		"EscalationNotice":   responseType[escalationNotice](),
 
 		// Request bodies, with the handler's checks: its validate method,
 		// or, where the handler checks the body in place, the same checks.
@@ -264,6 +266,12 @@ func openAPITypes() map[string]openAPIType {
 		"IntegrationUpdate": requestType(func(in integrationRequest) []fieldError { return in.apply(&integration{}, false) }),
 		"WebhookCreate":     requestType(func(in webhookRequest) []fieldError { return in.apply(&webhook{}, true) }),
 		"WebhookUpdate":     requestType(func(in webhookRequest) []fieldError { return in.apply(&webhook{}, false) }),
+		"EscalationPolicyCreate": requestType(func(in escalationPolicyRequest) []fieldError {
+			return in.apply(&escalationPolicy{}, true)
+		}),
+		"EscalationPolicyUpdate": requestType(func(in escalationPolicyRequest) []fieldError {
+			return in.apply(&escalationPolicy{}, false)
+		}),
 		"HeartbeatCreate": requestType(func(in heartbeatRequest) []fieldError {
 			_, problems := in.apply(&heartbeat{}, true)
 			return problems

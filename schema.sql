@@ -363,3 +363,62 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     UNIQUE (webhook_id, event_seq)
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_pending_idx ON webhook_deliveries (webhook_id, event_seq) WHERE status = 'pending';
+
+-- Escalation. opened_at is when the incident last became open (created,
+-- reopened or unacknowledged): the clock its escalation counts from.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                   WHERE table_schema = current_schema() AND table_name = 'incidents' AND column_name = 'opened_at') THEN
+        ALTER TABLE incidents ADD COLUMN opened_at timestamptz;
+        UPDATE incidents i SET opened_at = coalesce((SELECT max(e.created_at) FROM incident_events e
+            WHERE e.incident_id = i.id AND e.type IN ('added', 'reopened', 'unacknowledged')), i.created_at);
+        ALTER TABLE incidents ALTER COLUMN opened_at SET NOT NULL, ALTER COLUMN opened_at SET DEFAULT now();
+    END IF;
+END
+$$;
+CREATE INDEX IF NOT EXISTS incidents_open_opened_at_idx ON incidents (opened_at) WHERE status = 'open';
+
+-- What an event carries beyond the incident: the escalation step it
+-- notified, or the heartbeat that went down or came back up.
+ALTER TABLE incident_events
+    ADD COLUMN IF NOT EXISTS escalation jsonb,
+    ADD COLUMN IF NOT EXISTS heartbeat jsonb;
+
+-- An escalation policy notifies its steps' webhooks while a matching
+-- incident stays open (unacknowledged). steps is the list as the API
+-- shows it, delays in seconds: [{"after_s": 600, "webhooks": [1, 2]}].
+-- escalation_policy_webhooks repeats the webhooks it names, so that a
+-- webhook in use cannot be deleted.
+CREATE TABLE IF NOT EXISTS escalation_policies (
+    id             bigserial PRIMARY KEY,
+    name           text NOT NULL,
+    min_severity   text NOT NULL CHECK (min_severity IN ('low', 'medium', 'high', 'critical')),
+    labels         jsonb NOT NULL DEFAULT '{}',
+    steps          jsonb NOT NULL,
+    repeat_every_s bigint NOT NULL DEFAULT 0,
+    repeat_times   integer NOT NULL DEFAULT 0,
+    created_at     timestamptz NOT NULL,
+    updated_at     timestamptz NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS escalation_policies_name_key ON escalation_policies (lower(name));
+CREATE TABLE IF NOT EXISTS escalation_policy_webhooks (
+    policy_id  bigint NOT NULL REFERENCES escalation_policies (id) ON DELETE CASCADE,
+    webhook_id bigint NOT NULL REFERENCES webhooks (id),
+    PRIMARY KEY (policy_id, webhook_id)
+);
+CREATE INDEX IF NOT EXISTS escalation_policy_webhooks_webhook_idx ON escalation_policy_webhooks (webhook_id);
+
+-- How far each incident's escalation under each policy has gone: sent
+-- notices (steps, then repeats) since the incident opened at opened_at. A
+-- row whose opened_at is not the incident's belongs to an earlier time it
+-- was open, and counts as none.
+CREATE TABLE IF NOT EXISTS escalation_progress (
+    incident_id integer NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    policy_id   bigint NOT NULL REFERENCES escalation_policies (id) ON DELETE CASCADE,
+    opened_at   timestamptz NOT NULL,
+    sent        integer NOT NULL,
+    sent_at     timestamptz NOT NULL,
+    PRIMARY KEY (incident_id, policy_id)
+);
+CREATE INDEX IF NOT EXISTS escalation_progress_policy_idx ON escalation_progress (policy_id);

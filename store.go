@@ -27,6 +27,7 @@ var schemaSQL string
 var (
 	errNotFound    = errors.New("not found")
 	errConflict    = errors.New("conflict")
+	errReferenced  = errors.New("referenced by another row")
 	errUnavailable = errors.New("database unavailable")
 )
 
@@ -199,7 +200,7 @@ func (st *store) mapErr(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, errNotFound), errors.Is(err, errConflict), errors.Is(err, errUnavailable):
+	case errors.Is(err, errNotFound), errors.Is(err, errConflict), errors.Is(err, errReferenced), errors.Is(err, errUnavailable):
 		return err
 	case errors.Is(err, sql.ErrNoRows):
 		return errNotFound
@@ -208,6 +209,8 @@ func (st *store) mapErr(err error) error {
 		switch {
 		case code == "23505":
 			return fmt.Errorf("%w: %s", errConflict, pqErr.Constraint)
+		case code == "23503":
+			return fmt.Errorf("%w: %s", errReferenced, pqErr.Constraint)
 		case strings.HasPrefix(code, "08"), code == "57P01", code == "57P02", code == "57P03", code == "53300":
 			return fmt.Errorf("%w: %v", errUnavailable, err)
 		}
@@ -506,16 +509,16 @@ func (st *store) report(ctx context.Context, tx *sql.Tx, in newIncident, reopenW
 	if !inserted {
 		outcome, eventType = reportExisting, "occurred"
 	}
-	return inc, outcome, st.appendEvent(ctx, tx, eventType, inc, in.By, nil, now)
+	return inc, outcome, st.appendEvent(ctx, tx, eventType, inc, in.By, eventDetail{}, now)
 }
 
 // reportSQL inserts a report, or counts it on the unresolved incident with
 // its dedup key (in its scope); i.inserted tells which. An alert sent again
 // with the start it had changes nothing and returns no row.
 var reportSQL = `WITH reported AS (
-			INSERT INTO incidents (title, description, severity, status, created_at, updated_at, last_occurred_at, dedup_key, labels,
+			INSERT INTO incidents (title, description, severity, status, created_at, updated_at, last_occurred_at, opened_at, dedup_key, labels,
 				source, integration_id, dedup_scope, links, details, alert_started_at)
-			VALUES ($1, $2, $3, 'open', $4, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			VALUES ($1, $2, $3, 'open', $4, $4, $4, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 			ON CONFLICT (dedup_scope, dedup_key) WHERE dedup_key IS NOT NULL AND status <> 'resolved' DO UPDATE SET
 				occurrences = incidents.occurrences + 1,
 				last_occurred_at = EXCLUDED.last_occurred_at,
@@ -622,6 +625,7 @@ func (st *store) applyTransition(ctx context.Context, tx *sql.Tx, id int64, a ac
 	inc, err := scanIncident(tx.QueryRowContext(ctx, `WITH changed AS (
 		UPDATE incidents SET status = $2, acknowledged_at = $3, acknowledged_by = $4, resolved_at = $5, resolved_by = $6,
 			updated_at = $7, version = version + 1,
+			opened_at = CASE WHEN $2 = 'open' THEN $7 ELSE opened_at END,
 			occurrences = occurrences + CASE WHEN $8 THEN 1 ELSE 0 END,
 			last_occurred_at = CASE WHEN $8 THEN $7 ELSE last_occurred_at END,
 			severity = CASE WHEN severity_rank($9) > severity_rank(severity) THEN $9 ELSE severity END
@@ -631,15 +635,15 @@ func (st *store) applyTransition(ctx context.Context, tx *sql.Tx, id int64, a ac
 	if err != nil {
 		return incident{}, fmt.Errorf("%s incident: %w", a.name, err)
 	}
-	var noteID *int64
+	var detail eventDetail
 	if note != "" {
 		n, err := insertNote(ctx, tx, id, note, by.UserID, now)
 		if err != nil {
 			return incident{}, err
 		}
-		noteID = &n.ID
+		detail.noteID = &n.ID
 	}
-	return inc, st.appendEvent(ctx, tx, a.event, inc, by, noteID, now)
+	return inc, st.appendEvent(ctx, tx, a.event, inc, by, detail, now)
 }
 
 // note is a responder's note on an incident.
@@ -680,7 +684,7 @@ func (st *store) AddNote(ctx context.Context, incidentID int64, body string, by 
 		if n, err = insertNote(ctx, tx, incidentID, body, by.UserID, now); err != nil {
 			return err
 		}
-		return st.appendEvent(ctx, tx, "noted", inc, by, &n.ID, now)
+		return st.appendEvent(ctx, tx, "noted", inc, by, eventDetail{noteID: &n.ID}, now)
 	})
 	return n, err
 }
@@ -713,20 +717,40 @@ func (st *store) incidentExists(ctx context.Context, id int64) error {
 	return st.mapErr(err)
 }
 
-const appendEventSQL = `INSERT INTO incident_events (incident_id, type, actor_id, api_key_id, created_at, data, note_id, integration_id)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`
+const appendEventSQL = `INSERT INTO incident_events (incident_id, type, actor_id, api_key_id, created_at, data, note_id, integration_id,
+		escalation, heartbeat)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`
+
+// eventDetail is what an event carries beyond the incident: the note left
+// with it, the escalation step it notified, or the heartbeat it is about.
+type eventDetail struct {
+	noteID     *int64
+	escalation *escalationNotice
+	heartbeat  *heartbeat
+}
 
 // appendEvent records a change to inc, with inc as it is after the change.
-func (st *store) appendEvent(ctx context.Context, tx *sql.Tx, eventType string, inc incident, by actorRef, noteID *int64, now time.Time) error {
+func (st *store) appendEvent(ctx context.Context, tx *sql.Tx, eventType string, inc incident, by actorRef, detail eventDetail, now time.Time) error {
 	data, err := marshalJSON(inc)
 	if err != nil {
 		return err
+	}
+	var escalation, heartbeat []byte // NULL unless set
+	if detail.escalation != nil {
+		if escalation, err = marshalJSON(detail.escalation); err != nil {
+			return err
+		}
+	}
+	if detail.heartbeat != nil {
+		if heartbeat, err = marshalJSON(detail.heartbeat); err != nil {
+			return err
+		}
 	}
 	insert, err := st.prepared(ctx, tx, appendEventSQL)
 	if err != nil {
 		return err
 	}
-	_, err = insert.ExecContext(ctx, inc.ID, eventType, by.UserID, by.KeyID, now, data, noteID, by.IntegrationID)
+	_, err = insert.ExecContext(ctx, inc.ID, eventType, by.UserID, by.KeyID, now, data, detail.noteID, by.IntegrationID, escalation, heartbeat)
 	if err != nil {
 		return fmt.Errorf("append %s event: %w", eventType, err)
 	}
@@ -881,7 +905,9 @@ type storedEvent struct {
 	Integration *string
 	CreatedAt   time.Time
 	Data        json.RawMessage
-	Note        *note // the note left with the change, if any
+	Note        *note           // the note left with the change, if any
+	Escalation  json.RawMessage // an escalated event's escalationNotice
+	Heartbeat   json.RawMessage // a heartbeat_down or heartbeat_up event's heartbeat
 }
 
 // LatestEventSeq returns the newest event's sequence number, 0 when none.
@@ -915,7 +941,7 @@ func (st *store) EventsAfter(ctx context.Context, after, upTo int64, limit int) 
 	size := 0
 	err = st.events(ctx, eventsAfterWhere, limit, func(e storedEvent) (bool, error) {
 		events = append(events, e)
-		size += len(e.Data)
+		size += len(e.Data) + len(e.Escalation) + len(e.Heartbeat)
 		if e.Note != nil {
 			size += len(e.Note.Body)
 		}
@@ -943,7 +969,7 @@ const (
 // eventsSQL reads events matching where ($1 and $2), in order, up to $3.
 func eventsSQL(where string) string {
 	return `SELECT e.id, e.incident_id, e.type, actor.username, actor_key.name, integration.name, e.created_at, e.data,
-			n.id, n.body, author.username, n.created_at
+			e.escalation, e.heartbeat, n.id, n.body, author.username, n.created_at
 		FROM incident_events e
 		LEFT JOIN users actor ON actor.id = e.actor_id
 		LEFT JOIN api_keys actor_key ON actor_key.id = e.api_key_id
@@ -973,7 +999,7 @@ func scanEvent(rows *sql.Rows) (storedEvent, error) {
 		noteAt     sql.NullTime
 	)
 	err := rows.Scan(&e.Seq, &e.IncidentID, &e.Type, &actor, &actorKey, &integ, &e.CreatedAt, &e.Data,
-		&noteID, &noteBody, &noteAuthor, &noteAt)
+		(*[]byte)(&e.Escalation), (*[]byte)(&e.Heartbeat), &noteID, &noteBody, &noteAuthor, &noteAt)
 	e.Actor, e.ActorKey, e.Integration = stringOrNil(actor), stringOrNil(actorKey), stringOrNil(integ)
 	e.CreatedAt = e.CreatedAt.UTC()
 	if noteID.Valid {

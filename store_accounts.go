@@ -475,7 +475,8 @@ func (st *store) RedeemStreamTicket(ctx context.Context, hash []byte, now time.T
 
 // adminTables are the admin-managed things DeleteAudited may delete, by
 // the name their audit targets use.
-var adminTables = map[string]string{"integration": "integrations", "heartbeat": "heartbeats", "webhook": "webhooks"}
+var adminTables = map[string]string{"integration": "integrations", "heartbeat": "heartbeats", "webhook": "webhooks",
+	"escalation_policy": "escalation_policies"}
 
 // DeleteAudited deletes the kind (integration, heartbeat, webhook) with id
 // id, and audits it under its name. What it made stays: incidents keep

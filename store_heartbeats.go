@@ -151,7 +151,7 @@ func (st *store) HeartbeatSignal(ctx context.Context, hash []byte, signal string
 		case err != nil:
 			return err
 		case next == "down" && signal == "fail":
-			_, _, err = st.report(ctx, tx, hb.incident("fail", now), reopenWindow, now)
+			return st.heartbeatDown(ctx, tx, hb, was != "down", "fail", reopenWindow, now)
 		case next == "up" && signal == "ping":
 			// Whatever it was before (down, or paused and unpaused while
 			// down), a ping resolves its incident if one is open.
@@ -159,8 +159,22 @@ func (st *store) HeartbeatSignal(ctx context.Context, hash []byte, signal string
 			if errors.Is(err, sql.ErrNoRows) {
 				err = nil
 			}
+			if err != nil || was != "down" {
+				return err
+			}
+			// heartbeat_up goes on its latest incident, resolved now or
+			// by hand before; none if that was deleted.
+			inc, err := scanIncident(tx.QueryRowContext(ctx, incidentSelect("incidents")+`
+				WHERE i.dedup_scope = $1 AND i.dedup_key = $2 ORDER BY i.id DESC LIMIT 1`, heartbeatScope, hb.key()))
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			return st.appendEvent(ctx, tx, "heartbeat_up", inc, actorRef{}, eventDetail{heartbeat: &hb}, now)
 		}
-		return err
+		return nil
 	})
 	return hb, err
 }
@@ -182,13 +196,24 @@ func (st *store) OverdueHeartbeats(ctx context.Context, reopenWindow time.Durati
 			return err
 		}
 		for _, hb := range down {
-			if _, _, err := st.report(ctx, tx, hb.incident("overdue", now), reopenWindow, now); err != nil {
+			if err := st.heartbeatDown(ctx, tx, hb, true, "overdue", reopenWindow, now); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	return down, err
+}
+
+// heartbeatDown reports hb's incident, overdue or because its job said it
+// failed, and when hb has just gone down (wentDown), records heartbeat_down
+// on the incident.
+func (st *store) heartbeatDown(ctx context.Context, tx *sql.Tx, hb heartbeat, wentDown bool, why string, reopenWindow time.Duration, now time.Time) error {
+	inc, _, err := st.report(ctx, tx, hb.incident(why, now), reopenWindow, now)
+	if err != nil || !wentDown {
+		return err
+	}
+	return st.appendEvent(ctx, tx, "heartbeat_down", inc, actorRef{}, eventDetail{heartbeat: &hb}, now)
 }
 
 // key is the dedup key of the heartbeat's incidents.

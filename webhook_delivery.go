@@ -105,50 +105,81 @@ func signWebhook(secrets []string, msgID string, ts int64, body []byte) string {
 }
 
 // webhookBody is the Standard Webhooks body of event e: its type, its
-// time, and the incident as the REST API returns it plus the actor and a
-// link back. ok is false for an event the webhook does not want.
+// time, and the incident as the REST API returns it plus the actor, a link
+// back, and the escalation or heartbeat the event is about. ok is false
+// for an event the webhook does not want. An escalation step's webhooks
+// are sent its escalated events whatever their event types and filters:
+// the policy chose them.
 func (s *server) webhookBody(wh webhook, e storedEvent) (body []byte, ok bool) {
 	eventType, known := webhookEventTypes[e.Type]
-	if !known || !slices.Contains(wh.EventTypes, eventType) {
+	if !known {
 		return nil, false
 	}
 	var data map[string]json.RawMessage
 	if err := json.Unmarshal(e.Data, &data); err != nil {
 		return nil, false
 	}
-	var fields struct {
-		Severity string            `json:"severity"`
-		Labels   map[string]string `json:"labels"`
-	}
-	_ = json.Unmarshal(e.Data, &fields)
-	if severityRank(fields.Severity) < severityRank(wh.MinSeverity) {
+	if !escalationTarget(wh, e) && !wh.wants(eventType, e.Data) {
 		return nil, false
-	}
-	for k, v := range wh.Labels {
-		if got, ok := fields.Labels[k]; !ok || got != v {
-			return nil, false
-		}
 	}
 	actor, link := newEventView(e).Actor, ""
 	if s.cfg.publicURL != "" {
 		link = s.cfg.publicURL + "/api/v1/incidents/" + strconv.FormatInt(e.IncidentID, 10)
 	}
-	var err error
+	data["actor"], _ = marshalJSON(actor)
+	data["url"] = json.RawMessage("null")
+	if link != "" {
+		data["url"], _ = marshalJSON(link)
+	}
+	if e.Escalation != nil {
+		data["escalation"] = e.Escalation
+	}
+	if e.Heartbeat != nil {
+		data["heartbeat"] = e.Heartbeat
+	}
+	full, err := marshalJSON(data)
+	if err != nil {
+		return nil, false
+	}
 	switch wh.Format {
 	case "slack":
-		body, err = slackBody(eventType, e.Data, actor, link, e.CreatedAt)
+		body, err = slackBody(eventType, full, actor, link, e.CreatedAt)
 	case "ntfy":
 		_, topic := ntfyTopic(wh.URL)
-		body, err = ntfyBody(topic, eventType, e.Data, actor, link)
+		body, err = ntfyBody(topic, eventType, full, actor, link)
 	default:
-		data["actor"], _ = marshalJSON(actor)
-		data["url"] = json.RawMessage("null")
-		if link != "" {
-			data["url"], _ = marshalJSON(link)
-		}
-		body, err = marshalJSON(map[string]any{"type": eventType, "timestamp": e.CreatedAt, "data": data})
+		body, err = marshalJSON(map[string]any{"type": eventType, "timestamp": e.CreatedAt, "data": json.RawMessage(full)})
 	}
 	return body, err == nil
+}
+
+// escalationTarget reports whether e is an escalated event whose step
+// notifies wh.
+func escalationTarget(wh webhook, e storedEvent) bool {
+	var notice escalationNotice
+	return e.Escalation != nil && json.Unmarshal(e.Escalation, &notice) == nil && slices.Contains(notice.Webhooks, wh.ID)
+}
+
+// wants reports whether wh asks for events of eventType about the incident
+// in data: one of its event types, at least its severity, all its labels.
+func (wh webhook) wants(eventType string, data []byte) bool {
+	if !slices.Contains(wh.EventTypes, eventType) {
+		return false
+	}
+	var fields struct {
+		Severity string            `json:"severity"`
+		Labels   map[string]string `json:"labels"`
+	}
+	_ = json.Unmarshal(data, &fields)
+	if severityRank(fields.Severity) < severityRank(wh.MinSeverity) {
+		return false
+	}
+	for k, v := range wh.Labels {
+		if got, ok := fields.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // severityRank orders severities, low first; -1 for an unknown one.

@@ -22,13 +22,29 @@ type summaryFields struct {
 	Description string `json:"description"`
 	Severity    string `json:"severity"`
 	Status      string `json:"status"`
+	// What an escalated or heartbeat event is about.
+	Escalation *escalationNotice `json:"escalation"`
+	Heartbeat  *struct {
+		Name string `json:"name"`
+	} `json:"heartbeat"`
 }
 
 // headline is the one-line summary of an event, as chat and push show it.
 func headline(eventType string, inc summaryFields, actor *actorView) string {
+	sev := strings.ToUpper(inc.Severity)
 	verb := strings.ReplaceAll(strings.TrimPrefix(eventType, "incident."), "_", " ")
-	if eventType == "incident.triggered" {
+	switch {
+	case eventType == "incident.triggered":
 		verb = "opened"
+	case eventType == "incident.escalated" && inc.Escalation != nil:
+		n := inc.Escalation
+		verb = fmt.Sprintf("escalated (%s, step %d)", n.Policy, n.Step)
+		if n.Repeat > 0 {
+			verb = fmt.Sprintf("escalated again (%s, step %d, repeat %d)", n.Policy, n.Step, n.Repeat)
+		}
+	case strings.HasPrefix(eventType, "heartbeat.") && inc.Heartbeat != nil:
+		state := map[string]string{"heartbeat.down": "is down", "heartbeat.up": "is up again"}[eventType]
+		return fmt.Sprintf("[%s] Heartbeat %q %s (incident #%d)", sev, inc.Heartbeat.Name, state, inc.ID)
 	}
 	by := ""
 	switch {
@@ -38,7 +54,7 @@ func headline(eventType string, inc summaryFields, actor *actorView) string {
 	case actor.Integration != "":
 		by = " by " + actor.Integration
 	}
-	return fmt.Sprintf("[%s] Incident #%d %s%s: %s", strings.ToUpper(inc.Severity), inc.ID, verb, by, inc.Title)
+	return fmt.Sprintf("[%s] Incident #%d %s%s: %s", sev, inc.ID, verb, by, inc.Title)
 }
 
 // slackBody is an event as a Slack incoming webhook takes it (Mattermost,

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -23,11 +24,17 @@ var (
 		"reopened":       "incident.reopened",
 		"occurred":       "incident.occurred",
 		"noted":          "incident.note_added",
+		"escalated":      "incident.escalated",
+		"heartbeat_down": "heartbeat.down",
+		"heartbeat_up":   "heartbeat.up",
 	}
+	// allWebhookEventTypes lists them in the order errors name them.
+	allWebhookEventTypes = []string{"incident.triggered", "incident.acknowledged", "incident.unacknowledged",
+		"incident.resolved", "incident.reopened", "incident.occurred", "incident.note_added", "incident.escalated",
+		"heartbeat.down", "heartbeat.up"}
 	// defaultWebhookEventTypes is every type but incident.occurred, which
 	// is noisy: each repeated report of an open incident.
-	defaultWebhookEventTypes = []string{"incident.triggered", "incident.acknowledged", "incident.unacknowledged",
-		"incident.resolved", "incident.reopened", "incident.note_added"}
+	defaultWebhookEventTypes = slices.DeleteFunc(slices.Clone(allWebhookEventTypes), func(t string) bool { return t == "incident.occurred" })
 )
 
 // secretOverlap is how long the previous secret still signs after a rotation.
@@ -67,9 +74,9 @@ func (in webhookRequest) apply(wh *webhook, create bool) []fieldError {
 			problems = append(problems, fieldError{Type: "too_short", Loc: loc("event_types"), Msg: "List should have at least 1 item"})
 		}
 		for i, t := range types {
-			if !slices.Contains(defaultWebhookEventTypes, t) && t != "incident.occurred" {
+			if !slices.Contains(allWebhookEventTypes, t) {
 				problems = append(problems, fieldError{Type: "enum", Loc: []string{"body", "event_types", strconv.Itoa(i)},
-					Msg: "Input should be " + quoteList(append(slices.Clone(defaultWebhookEventTypes), "incident.occurred"))})
+					Msg: "Input should be " + quoteList(allWebhookEventTypes)})
 			}
 		}
 	}
@@ -228,13 +235,17 @@ func (s *server) handleWebhookRotate(w http.ResponseWriter, r *http.Request) err
 }
 
 // handleWebhookDelete handles DELETE /api/v1/webhooks/{id}; its pending
-// deliveries go with it.
+// deliveries go with it. A webhook an escalation policy notifies is kept
+// (409), so that no step silently loses its target.
 func (s *server) handleWebhookDelete(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
 	if err != nil {
 		return err
 	}
 	if err := s.store.DeleteAudited(r.Context(), "webhook", id, s.adminAudit(r, "webhook.deleted"), s.now()); err != nil {
+		if errors.Is(err, errReferenced) {
+			return errWebhookInUse
+		}
 		return notFoundAs(err, errWebhookNotFound)
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -207,7 +207,7 @@ func TestWebhookAdmin(t *testing.T) {
 	if !strings.HasPrefix(wh.Secret, "whsec_") || err != nil || len(key) != 32 {
 		t.Errorf("secret %q; want whsec_ and the base64 of 32 bytes", wh.Secret)
 	}
-	if wh.Format != "standard" || wh.MinSeverity != "low" || !wh.Enabled || len(wh.EventTypes) != 6 || contains(wh.EventTypes, "incident.occurred") {
+	if wh.Format != "standard" || wh.MinSeverity != "low" || !wh.Enabled || len(wh.EventTypes) != len(allWebhookEventTypes)-1 || contains(wh.EventTypes, "incident.occurred") {
 		t.Errorf("created %+v; want the defaults: standard, low, enabled, every type but incident.occurred", wh.webhook)
 	}
 	if r := ts.request(t, "GET", "/api/v1/webhooks", "", bearer(admin)...); r.status != http.StatusOK || strings.Contains(string(r.body), wh.Secret) {
@@ -288,7 +288,8 @@ func contains(list []string, v string) bool {
 }
 
 // allEventTypes asks a webhook for every event type.
-const allEventTypes = `["incident.triggered","incident.acknowledged","incident.unacknowledged","incident.resolved","incident.reopened","incident.occurred","incident.note_added"]`
+const allEventTypes = `["incident.triggered","incident.acknowledged","incident.unacknowledged","incident.resolved","incident.reopened","incident.occurred","incident.note_added",
+	"incident.escalated","heartbeat.down","heartbeat.up"]`
 
 // msgSeq is the event sequence number in a webhook-id.
 func msgSeq(t *testing.T, id string) int64 {

@@ -603,7 +603,7 @@ func TestStreamSeam(t *testing.T) {
 		defer close(writerDone)
 		for ctx.Err() == nil {
 			ts.st.inTx(ctx, func(tx *sql.Tx) error {
-				return ts.st.appendEvent(ctx, tx, "added", inc, actorRef{}, nil, time.Now())
+				return ts.st.appendEvent(ctx, tx, "added", inc, actorRef{}, eventDetail{}, time.Now())
 			})
 		}
 	}()
