@@ -119,15 +119,10 @@ func (s *server) handleHeartbeatUpdate(w http.ResponseWriter, r *http.Request) e
 	if err := readJSON(w, r, &in); err != nil {
 		return err
 	}
-	hb, err := s.store.Heartbeat(r.Context(), id)
-	if err != nil {
-		return notFoundAs(err, errHeartbeatNotFound)
-	}
-	paused, problems := in.apply(&hb, false)
-	if len(problems) > 0 {
-		return invalid(problems...)
-	}
-	updated, err := s.store.UpdateHeartbeat(r.Context(), hb, paused, s.adminAudit(r, "heartbeat.updated"), s.now())
+	updated, err := s.store.UpdateHeartbeat(r.Context(), id, func(hb *heartbeat) (*bool, error) {
+		paused, problems := in.apply(hb, false)
+		return paused, invalid(problems...)
+	}, s.adminAudit(r, "heartbeat.updated"), s.now())
 	if err != nil {
 		return notFoundAs(conflictAs(err, errHeartbeatNameTaken), errHeartbeatNotFound)
 	}

@@ -143,14 +143,8 @@ func (s *server) handleIntegrationUpdate(w http.ResponseWriter, r *http.Request)
 	if err := readJSON(w, r, &in); err != nil {
 		return err
 	}
-	ig, err := s.store.Integration(r.Context(), id)
-	if err != nil {
-		return notFoundAs(err, errIntegrationNotFound)
-	}
-	if err := invalid(in.apply(&ig, false)...); err != nil {
-		return err
-	}
-	updated, err := s.store.UpdateIntegration(r.Context(), ig, s.adminAudit(r, "integration.updated"), s.now())
+	updated, err := s.store.UpdateIntegration(r.Context(), id, func(ig *integration) error { return invalid(in.apply(ig, false)...) },
+		s.adminAudit(r, "integration.updated"), s.now())
 	if err != nil {
 		return notFoundAs(conflictAs(err, errIntegrationNameTaken), errIntegrationNotFound)
 	}

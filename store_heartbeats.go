@@ -86,18 +86,27 @@ func (st *store) Heartbeat(ctx context.Context, id int64) (heartbeat, error) {
 	return hb, st.mapErr(err)
 }
 
-// UpdateHeartbeat stores hb's settings. Pausing clears the deadline;
-// unpausing starts a fresh period from now (or waits for the first ping).
-func (st *store) UpdateHeartbeat(ctx context.Context, hb heartbeat, paused *bool, e auditEntry, now time.Time) (heartbeat, error) {
+// UpdateHeartbeat applies change to heartbeat id and stores its settings,
+// with the row locked from read to write so that concurrent changes all
+// count. Pausing clears the deadline; unpausing starts a fresh period from
+// now (or waits for the first ping).
+func (st *store) UpdateHeartbeat(ctx context.Context, id int64, change func(*heartbeat) (paused *bool, err error), e auditEntry, now time.Time) (heartbeat, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	labels, err := marshalJSON(hb.Labels)
-	if err != nil {
-		return heartbeat{}, err
-	}
 	var updated heartbeat
-	err = st.inTx(ctx, func(tx *sql.Tx) error {
-		var err error
+	err := st.inTx(ctx, func(tx *sql.Tx) error {
+		hb, err := scanHeartbeat(tx.QueryRowContext(ctx, `SELECT `+heartbeatColumns+` FROM heartbeats WHERE id = $1::bigint FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		paused, err := change(&hb)
+		if err != nil {
+			return err
+		}
+		labels, err := marshalJSON(hb.Labels)
+		if err != nil {
+			return err
+		}
 		updated, err = scanHeartbeat(tx.QueryRowContext(ctx, `UPDATE heartbeats SET
 			name = $2, interval_s = $3, grace_s = $4, severity = $5, labels = $6, updated_at = $7,
 			state = CASE WHEN $8::boolean THEN 'paused'

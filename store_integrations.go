@@ -114,17 +114,25 @@ func (st *store) IntegrationByKey(ctx context.Context, hash []byte) (integration
 	return ig, st.mapErr(err)
 }
 
-// UpdateIntegration stores ig's settings, auditing the change.
-func (st *store) UpdateIntegration(ctx context.Context, ig integration, e auditEntry, now time.Time) (integration, error) {
+// UpdateIntegration applies change to integration id and stores its
+// settings, auditing the change, with the row locked from read to write so
+// that concurrent changes all count.
+func (st *store) UpdateIntegration(ctx context.Context, id int64, change func(*integration) error, e auditEntry, now time.Time) (integration, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	labels, err := marshalJSON(ig.Labels)
-	if err != nil {
-		return integration{}, err
-	}
 	var updated integration
-	err = st.inTx(ctx, func(tx *sql.Tx) error {
-		var err error
+	err := st.inTx(ctx, func(tx *sql.Tx) error {
+		ig, err := scanIntegration(tx.QueryRowContext(ctx, `SELECT `+integrationColumns+` FROM integrations WHERE id = $1::bigint FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		if err := change(&ig); err != nil {
+			return err
+		}
+		labels, err := marshalJSON(ig.Labels)
+		if err != nil {
+			return err
+		}
 		updated, err = scanIntegration(tx.QueryRowContext(ctx, `UPDATE integrations SET
 			name = $2, default_severity = $3, labels = $4, group_by = $5, hmac_secret = nullif($6, ''),
 			timestamp_header = nullif($7, ''), enabled = $8, updated_at = $9

@@ -123,21 +123,28 @@ func (st *store) Webhook(ctx context.Context, id int64) (webhook, error) {
 	return wh, st.mapErr(err)
 }
 
-// UpdateWebhook stores wh's settings.
-func (st *store) UpdateWebhook(ctx context.Context, wh webhook, e auditEntry, now time.Time) (webhook, error) {
+// UpdateWebhook applies change to webhook id and stores its settings, with
+// the row locked from read to write so that concurrent changes all count.
+func (st *store) UpdateWebhook(ctx context.Context, id int64, change func(*webhook) error, e auditEntry, now time.Time) (webhook, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
-	types, err := marshalJSON(wh.EventTypes)
-	if err != nil {
-		return webhook{}, err
-	}
-	labels, err := marshalJSON(wh.Labels)
-	if err != nil {
-		return webhook{}, err
-	}
 	var updated webhook
-	err = st.inTx(ctx, func(tx *sql.Tx) error {
-		var err error
+	err := st.inTx(ctx, func(tx *sql.Tx) error {
+		wh, err := scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = $1::bigint FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		if err := change(&wh); err != nil {
+			return err
+		}
+		types, err := marshalJSON(wh.EventTypes)
+		if err != nil {
+			return err
+		}
+		labels, err := marshalJSON(wh.Labels)
+		if err != nil {
+			return err
+		}
 		updated, err = scanWebhook(tx.QueryRowContext(ctx, `UPDATE webhooks SET
 			name = $2, url = $3, format = $4, event_types = $5, min_severity = $6, labels = $7, enabled = $8,
 			disabled_reason = $9, updated_at = $10

@@ -200,14 +200,8 @@ func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request) err
 	if err := readJSON(w, r, &in); err != nil {
 		return err
 	}
-	wh, err := s.store.Webhook(r.Context(), id)
-	if err != nil {
-		return notFoundAs(err, errWebhookNotFound)
-	}
-	if err := invalid(in.apply(&wh, false)...); err != nil {
-		return err
-	}
-	updated, err := s.store.UpdateWebhook(r.Context(), wh, s.adminAudit(r, "webhook.updated"), s.now())
+	updated, err := s.store.UpdateWebhook(r.Context(), id, func(wh *webhook) error { return invalid(in.apply(wh, false)...) },
+		s.adminAudit(r, "webhook.updated"), s.now())
 	if err != nil {
 		return notFoundAs(conflictAs(err, errWebhookNameTaken), errWebhookNotFound)
 	}
