@@ -53,7 +53,9 @@ type stmtCache struct {
 }
 
 // hotStatements are the statements the cache holds.
-var hotStatements = []string{reportSQL, appendEventSQL}
+// The escalation check runs every second on every replica; planning it
+// took longer than running it.
+var hotStatements = []string{reportSQL, appendEventSQL, dueEscalationsSQL}
 
 func prepareHot(ctx context.Context, db *sql.DB) (*stmtCache, error) {
 	c := &stmtCache{stmts: map[string]*sql.Stmt{}}

@@ -234,7 +234,11 @@ func (st *store) Escalate(ctx context.Context, now time.Time) (int, error) {
 			steps                []storedStep
 			sent                 int
 		}
-		rows, err := tx.QueryContext(ctx, dueEscalationsSQL, now, escalationBatch)
+		find, err := st.prepared(ctx, tx, dueEscalationsSQL)
+		if err != nil {
+			return err
+		}
+		rows, err := find.QueryContext(ctx, now, escalationBatch)
 		list, err := scanAll(st, rows, err, func(rows *sql.Rows) (due, error) {
 			var d due
 			var steps []byte
