@@ -503,3 +503,88 @@ func TestBrowserScreenshots(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkConsole1000 measures the console with 1,000 open incidents:
+// the time from navigation to the first render of all of them, and the
+// time from sending a burst of 100 acknowledgements (8 at a time, over
+// REST) to the list showing all 100, next to the time the REST calls
+// alone take. Each iteration uses 100 new incidents, so at most 10:
+//
+//	go test -tags browser -run '^$' -bench Console1000 -benchtime 3x .
+func BenchmarkConsole1000(b *testing.B) {
+	if b.N > 10 {
+		b.Fatalf("-benchtime %dx: at most 10x, each iteration acknowledges 100 of the 1,000 incidents", b.N)
+	}
+	ts := newTestServer(b, func(c *config) { c.rateLimits = false })
+	admin := ts.register(b, "alice", "password1")
+	ids := make(chan int64, 1000)
+	inPool := func(n int, f func(i int)) {
+		var wg sync.WaitGroup
+		next := make(chan int)
+		for range 8 {
+			wg.Go(func() {
+				for i := range next {
+					f(i)
+				}
+			})
+		}
+		for i := range n {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
+	}
+	severities := []string{"critical", "high", "medium", "low"}
+	inPool(1000, func(i int) {
+		r := ts.postIncident(offTestGoroutine{b}, fmt.Sprintf(`{"title":"incident %d","severity":%q,"labels":{"host":"web-%d","env":"prod"}}`, i, severities[i%4], i%50))
+		var inc incident
+		r.json(offTestGoroutine{b}, &inc)
+		ids <- inc.ID
+	})
+	close(ids)
+	var all []int64
+	for id := range ids {
+		all = append(all, id)
+	}
+	br := newBrowser(b)
+	var render, burst, rest time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		tb := br.newTab(b)
+		ctx, cancel := context.WithTimeout(tb.ctx, time.Minute)
+		if err := chromedp.Do(ctx, chromedp.Navigate(ts.URL+"/ui/")); err != nil {
+			b.Fatal(err)
+		}
+		// performance.now() counts from the navigation's start.
+		ms, err := chromedp.Run(ctx, chromedp.Poll[float64](`document.querySelectorAll("#list li").length === 1000 && performance.now()`,
+			chromedp.WithPollingInterval(5*time.Millisecond)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		render += time.Duration(ms * float64(time.Millisecond))
+		tb.waitLive(b)
+
+		start := time.Now()
+		batch := all[i*100 : (i+1)*100]
+		restDone := make(chan time.Duration, 1)
+		go func() {
+			inPool(100, func(j int) {
+				ts.patch(offTestGoroutine{b}, batch[j], "acknowledge", admin, "")
+			})
+			restDone <- time.Since(start)
+		}()
+		want := (i + 1) * 100
+		if _, err := chromedp.Run(ctx, chromedp.Poll[bool](fmt.Sprintf(`document.querySelectorAll("#list li.st-acknowledged").length === %d`, want),
+			chromedp.WithPollingInterval(5*time.Millisecond))); err != nil {
+			b.Fatal(err)
+		}
+		burst += time.Since(start)
+		rest += <-restDone
+		cancel()
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(float64(render.Milliseconds())/n, "ms/first-render")
+	b.ReportMetric(float64(burst.Milliseconds())/n, "ms/burst-of-100")
+	b.ReportMetric(float64(rest.Milliseconds())/n, "ms/burst-rest-only")
+}
