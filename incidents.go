@@ -324,11 +324,52 @@ func (s *server) handleIncidentGet(w http.ResponseWriter, r *http.Request) error
 	return writeIncident(w, http.StatusOK, inc)
 }
 
-// handleIncidentStats handles GET /api/v1/incidents/stats.
+// maxStatsRange is the longest range of since and until the stats
+// measure, so one request cannot scan the whole history.
+const maxStatsRange = 366 * 24 * time.Hour
+
+// handleIncidentStats handles GET /api/v1/incidents/stats: the counts of
+// incidents that need attention, and response times over the last 7 and
+// 30 days before until (default now) and, with since, over [since, until).
 func (s *server) handleIncidentStats(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	var problems []fieldError
+	since, problems := queryTime(problems, q, "since")
+	until, problems := queryTime(problems, q, "until")
+	end := s.now().UTC()
+	if until != nil {
+		end = *until
+	}
+	if since != nil && len(problems) == 0 { // both times read
+		switch {
+		case !since.Before(end):
+			problems = append(problems, fieldError{Type: "value_error", Loc: []string{"query", "since"},
+				Msg: "Value error, since must be before until"})
+		case end.Sub(*since) > maxStatsRange:
+			problems = append(problems, fieldError{Type: "value_error", Loc: []string{"query", "since"},
+				Msg: "Value error, since and until may be at most 366 days apart"})
+		}
+	}
+	if err := invalid(problems...); err != nil {
+		return err
+	}
 	stats, err := s.store.Stats(r.Context())
 	if err != nil {
 		return err
+	}
+	rt := &stats.ResponseTimes
+	if rt.Last7Days, err = s.store.PeriodTimes(r.Context(), end.Add(-7*24*time.Hour), end); err != nil {
+		return err
+	}
+	if rt.Last30Days, err = s.store.PeriodTimes(r.Context(), end.Add(-30*24*time.Hour), end); err != nil {
+		return err
+	}
+	if since != nil {
+		p, err := s.store.PeriodTimes(r.Context(), *since, end)
+		if err != nil {
+			return err
+		}
+		rt.Range = &p
 	}
 	return writeJSON(w, http.StatusOK, stats)
 }

@@ -703,6 +703,7 @@ func TestStats(t *testing.T) {
 		ByStatus:   map[string]int{"open": 4, "acknowledged": 1},
 		BySeverity: map[string]int{"low": 1, "medium": 1, "high": 2, "critical": 1},
 	}
+	stats.ResponseTimes = responseTimes{} // TestStatsResponseTimes
 	if !reflect.DeepEqual(stats, want) {
 		t.Errorf("stats = %+v, want %+v", stats, want)
 	}

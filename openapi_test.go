@@ -193,6 +193,9 @@ func openAPITypes() map[string]openAPIType {
 	return map[string]openAPIType{
 		"Incident":           responseType[incident](),
 		"IncidentStats":      responseType[incidentStats](),
+		"ResponseTimes":      responseType[responseTimes](),
+		"PeriodTimes":        responseType[periodTimes](),
+		"TimeFigures":        responseType[timeFigures](),
 		"Note":               responseType[note](),
 		"Actor":              responseType[actorView](),
 		"TimelineEvent":      event,

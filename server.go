@@ -95,6 +95,8 @@ func (s *server) routeList() []route {
 		{"GET /docs", accessOpen, s.handleDocs},
 		{"GET /docs/init.js", accessOpen, s.handleDocsInit},
 		{"GET /redoc", accessOpen, s.handleRedoc},
+		{"GET /ui/{$}", accessOpen, s.handleUIIndex},
+		{"GET /ui/{file}", accessOpen, s.handleUIFile},
 
 		{"POST /api/v1/register", accessOpen, s.handleRegister},
 		{"POST /api/v1/login", accessOpen, s.handleLogin},
@@ -454,8 +456,15 @@ func (rec *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (rec *statusRecorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 
-// handleRoot handles GET /.
+// handleRoot handles GET /: a browser goes to the console, API clients
+// get the service's name and version.
 func (s *server) handleRoot(w http.ResponseWriter, r *http.Request) error {
+	if wantsHTML(r) {
+		w.Header().Add("Vary", "Accept")
+		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+		return nil
+	}
+	w.Header().Add("Vary", "Accept")
 	return writeJSON(w, http.StatusOK, map[string]string{
 		"name":    "incidents",
 		"version": version,

@@ -857,11 +857,13 @@ func (st *store) ListIncidents(ctx context.Context, f incidentFilter, add func(i
 	return queryEach(ctx, st, q, args, func(rows *sql.Rows) (incident, error) { return scanIncident(rows) }, add)
 }
 
-// incidentStats counts the incidents that need attention.
+// incidentStats counts the incidents that need attention, and says how
+// fast the team acknowledges and resolves them.
 type incidentStats struct {
-	Total      int            `json:"total"`
-	ByStatus   map[string]int `json:"by_status"`
-	BySeverity map[string]int `json:"by_severity"`
+	Total         int            `json:"total"`
+	ByStatus      map[string]int `json:"by_status"`
+	BySeverity    map[string]int `json:"by_severity"`
+	ResponseTimes responseTimes  `json:"response_times"`
 }
 
 // Stats counts open and acknowledged incidents by status and severity, in
