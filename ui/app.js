@@ -445,6 +445,8 @@ function renderDetail() {
   parts.push(el("h3", {}, "Timeline"), el("ol", { class: "timeline" }, ...events.map((ev) => el("li", {},
     el("time", { datetime: ev.created_at }, fmtTime(ev.created_at)), " ",
     el("b", {}, ev.type), " by ", actorName(ev.actor),
+    ev.escalation ? ` (${ev.escalation.policy}, step ${ev.escalation.step})` : "",
+    ev.heartbeat ? ` (heartbeat ${ev.heartbeat.name})` : "",
     ev.note ? el("blockquote", {}, ev.note.body) : ""))));
   $("detail").replaceChildren(...parts);
 }
