@@ -20,8 +20,11 @@ type webhook struct {
 	Labels         map[string]string `json:"labels"`
 	Enabled        bool              `json:"enabled"`
 	DisabledReason string            `json:"disabled_reason"` // why the server disabled it; empty otherwise
-	CreatedAt      time.Time         `json:"created_at"`
-	UpdatedAt      time.Time         `json:"updated_at"`
+	// FailingSince is when the event it is held up on was queued, while
+	// that event's attempts fail; null when nothing is failing.
+	FailingSince *time.Time `json:"failing_since"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
 
 	secret         string
 	previousSecret string // signs too until previousUntil
@@ -38,18 +41,21 @@ func (wh webhook) secrets(now time.Time) []string {
 }
 
 const webhookColumns = `id, name, url, format, event_types, min_severity, labels, enabled, disabled_reason,
-	created_at, updated_at, secret, coalesce(previous_secret, ''), coalesce(previous_until, 'epoch'::timestamptz)`
+	created_at, updated_at, secret, coalesce(previous_secret, ''), coalesce(previous_until, 'epoch'::timestamptz),
+	(SELECT min(d.created_at) FROM webhook_deliveries d WHERE d.webhook_id = webhooks.id AND d.status = 'pending' AND d.error <> '')`
 
 func scanWebhook(row interface{ Scan(...any) error }) (webhook, error) {
 	var (
 		wh            webhook
 		types, labels []byte
+		failing       sql.NullTime
 	)
 	err := row.Scan(&wh.ID, &wh.Name, &wh.URL, &wh.Format, &types, &wh.MinSeverity, &labels, &wh.Enabled, &wh.DisabledReason,
-		&wh.CreatedAt, &wh.UpdatedAt, &wh.secret, &wh.previousSecret, &wh.previousUntil)
+		&wh.CreatedAt, &wh.UpdatedAt, &wh.secret, &wh.previousSecret, &wh.previousUntil, &failing)
 	if err != nil {
 		return wh, err
 	}
+	wh.FailingSince = utcOrNil(failing)
 	wh.CreatedAt, wh.UpdatedAt = wh.CreatedAt.UTC(), wh.UpdatedAt.UTC()
 	if err := json.Unmarshal(types, &wh.EventTypes); err != nil {
 		return wh, err

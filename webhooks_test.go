@@ -373,9 +373,23 @@ func TestWebhookRetries(t *testing.T) {
 	admin := ts.register(t, "admin", "password1")
 	rc := newReceiver(t)
 	rc.setMode("fail")
-	ts.createWebhook(t, admin, rc, `{"name":"flaky"}`)
+	wh := ts.createWebhook(t, admin, rc, `{"name":"flaky"}`)
+	failingSince := func() *time.Time {
+		t.Helper()
+		var got webhook
+		token := ts.login(t, "admin", "password1") // the clock moves days
+		ts.request(t, "GET", fmt.Sprintf("/api/v1/webhooks/%d", wh.ID), "", bearer(token)...).mustStatus(t, "get webhook", http.StatusOK).json(t, &got)
+		return got.FailingSince
+	}
+	if since := failingSince(); since != nil {
+		t.Errorf("a new webhook is failing since %v, want null", since)
+	}
+	queued := ts.clock.Now()
 	ts.createIncident(t, "disk full", "high")
 	ts.deliverUntil(t, "the first attempt", func() bool { n, _ := rc.counts(); return n == 1 })
+	if since := failingSince(); since == nil || !since.Equal(queued) {
+		t.Errorf("after a failed attempt: failing since %v, want %v, when its event was queued", since, queued)
+	}
 	for i, wait := range retrySchedule[:3] {
 		ts.clock.Advance(wait - time.Second)
 		ts.deliver()
@@ -389,6 +403,9 @@ func TestWebhookRetries(t *testing.T) {
 	rc.setMode("")
 	ts.clock.Advance(retrySchedule[3] + retrySchedule[3]/10 + time.Second)
 	ts.deliverUntil(t, "the delivery", func() bool { _, got := rc.counts(); return got == 1 })
+	if since := failingSince(); since != nil {
+		t.Errorf("after the delivery succeeded: failing since %v, want null", since)
+	}
 	ts.clock.Advance(48 * time.Hour)
 	ts.deliver()
 	if n, _ := rc.counts(); n != 5 {

@@ -540,6 +540,10 @@ async function loadPanels() {
         $("banners").append(el("div", { class: "banner" },
           `Webhook “${wh.name}” is disabled` + (wh.disabled_reason ? `: ${wh.disabled_reason}` : ".")));
       }
+      for (const wh of data.filter((w) => w.enabled && w.failing_since)) {
+        $("banners").append(el("div", { class: "banner" },
+          `Webhook “${wh.name}” is failing: its deliveries have been held up since ${fmtTime(wh.failing_since)}.`));
+      }
     } catch { /* the banner is a courtesy */ }
   }
 }
