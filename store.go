@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lib/pq"
@@ -39,6 +40,11 @@ type store struct {
 	db      *sql.DB
 	timeout time.Duration
 	stmts   *stmtCache
+	// metrics, when set, counts reports and transitions once their
+	// transaction commits (afterCommit).
+	metrics     *serverMetrics
+	committedMu sync.Mutex
+	committed   map[*sql.Tx][]func()
 }
 
 // stmtCache holds the hot statements prepared, by their text. A prepared
@@ -185,10 +191,32 @@ func (st *store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return st.mapErr(err)
 	}
 	defer tx.Rollback()
-	if err := fn(tx); err != nil {
+	err = fn(tx)
+	if err == nil {
+		err = tx.Commit()
+	}
+	st.committedMu.Lock()
+	done := st.committed[tx]
+	delete(st.committed, tx)
+	st.committedMu.Unlock()
+	if err != nil {
 		return st.mapErr(err)
 	}
-	return st.mapErr(tx.Commit())
+	for _, f := range done {
+		f()
+	}
+	return nil
+}
+
+// afterCommit runs f once tx commits, and never if it rolls back: what
+// the metrics count is what happened.
+func (st *store) afterCommit(tx *sql.Tx, f func()) {
+	st.committedMu.Lock()
+	defer st.committedMu.Unlock()
+	if st.committed == nil {
+		st.committed = map[*sql.Tx][]func(){}
+	}
+	st.committed[tx] = append(st.committed[tx], f)
 }
 
 // mapErr turns driver errors into the store's sentinels. Errors that mean
@@ -408,6 +436,7 @@ type newIncident struct {
 	Links     []link
 	Details   json.RawMessage // nil: {}
 	StartedAt *time.Time      // an alert's startsAt: a re-send with the same one counts nothing
+	Kind      string          // the integration's type, which the metrics name as the source
 }
 
 // reportOutcome says what a report did.
@@ -447,8 +476,17 @@ func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindo
 	}
 }
 
-// report is ReportIncident's work inside tx.
+// report is ReportIncident's work inside tx, counted in the metrics once
+// tx commits.
 func (st *store) report(ctx context.Context, tx *sql.Tx, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
+	inc, outcome, err := st.reportTx(ctx, tx, in, reopenWindow, now)
+	if err == nil && st.metrics != nil {
+		st.afterCommit(tx, func() { st.metrics.reportedIncident(in, outcome) })
+	}
+	return inc, outcome, err
+}
+
+func (st *store) reportTx(ctx context.Context, tx *sql.Tx, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
 	if in.DedupKey != "" && reopenWindow > 0 {
 		reopened, err := st.reopenFlapping(ctx, tx, in, now.Add(-reopenWindow), now)
 		if err == nil && reopened != nil && in.StartedAt != nil {
@@ -639,7 +677,13 @@ func (st *store) applyTransition(ctx context.Context, tx *sql.Tx, id int64, a ac
 		}
 		noteID = &n.ID
 	}
-	return inc, st.appendEvent(ctx, tx, a.event, inc, by, noteID, now)
+	if err := st.appendEvent(ctx, tx, a.event, inc, by, noteID, now); err != nil {
+		return incident{}, err
+	}
+	if st.metrics != nil {
+		st.afterCommit(tx, func() { st.metrics.transitioned(a, inc) })
+	}
+	return inc, nil
 }
 
 // note is a responder's note on an incident.
