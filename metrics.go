@@ -147,7 +147,7 @@ type exposition struct {
 
 // header writes a family's HELP and TYPE lines.
 func (e *exposition) header(name, help, kind string) {
-	e.buf.WriteString("# HELP " + name + " " + strings.NewReplacer(`\`, `\\`, "\n", `\n`).Replace(help) + "\n")
+	e.buf.WriteString("# HELP " + name + " " + escape(help, `\`+"\n") + "\n")
 	e.buf.WriteString("# TYPE " + name + " " + kind + "\n")
 }
 
@@ -179,8 +179,29 @@ func (e *exposition) counter(name, help string, v float64) {
 	e.sample(name, nil, nil, v)
 }
 
-func escapeLabelValue(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
+// escapeLabelValue escapes a label value: backslash, double quote and
+// newline. Most values have none, and are returned as they are.
+func escapeLabelValue(s string) string { return escape(s, `\"`+"\n") }
+
+// escape backslash-escapes the characters of special in s (a newline as
+// \n).
+func escape(s, special string) string {
+	if !strings.ContainsAny(s, special) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n' && strings.ContainsRune(special, r):
+			b.WriteString(`\n`)
+		case strings.ContainsRune(special, r):
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func formatFloat(v float64) string {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -416,5 +418,47 @@ func TestMetricsExpositionEscapes(t *testing.T) {
 	}
 	if !slices.Equal(cumulative, []uint64{1, 2, 3}) || hist.GetSampleCount() != 3 || hist.GetSampleSum() != 5.55 {
 		t.Errorf("histogram buckets %v, count %d, sum %v; want [1 2 3], 3, 5.55", cumulative, hist.GetSampleCount(), hist.GetSampleSum())
+	}
+}
+
+// TestMetricsDashboardAndAlerts checks docs/grafana-dashboard.json is
+// JSON, and that every metric it and docs/alerts.yml query is one that
+// /metrics serves.
+func TestMetricsDashboardAndAlerts(t *testing.T) {
+	name := regexp.MustCompile(`\b(?:incidents|go|process)_[a-z_]+\b`)
+	for _, file := range []string{"docs/grafana-dashboard.json", "docs/alerts.yml"} {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(file, ".json") {
+			var dash struct {
+				Panels []struct {
+					Targets []struct{ Expr string } `json:"targets"`
+				} `json:"panels"`
+			}
+			if err := json.Unmarshal(raw, &dash); err != nil || len(dash.Panels) == 0 {
+				t.Fatalf("%s: %v, %d panels; want JSON with panels", file, err, len(dash.Panels))
+			}
+		}
+		found := 0
+		for _, m := range name.FindAllString(string(raw), -1) {
+			if m == "incidents_server" { // the dashboard's uid
+				continue
+			}
+			found++
+			base := m
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if b, ok := strings.CutSuffix(m, suffix); ok && wantMetricTypes[b] == dto.MetricType_HISTOGRAM {
+					base = b
+				}
+			}
+			if _, ok := wantMetricTypes[base]; !ok {
+				t.Errorf("%s queries %s, which /metrics does not serve", file, m)
+			}
+		}
+		if found < 5 {
+			t.Errorf("%s: %d metric names found; want the queries", file, found)
+		}
 	}
 }

@@ -57,8 +57,9 @@ type stmtCache struct {
 	stmts map[string]*sql.Stmt
 }
 
-// hotStatements are the statements the cache holds.
-var hotStatements = []string{reportSQL, appendEventSQL}
+// hotStatements are the statements the cache holds; a scrape's counts
+// among them, as planning them costs more than running them.
+var hotStatements = []string{reportSQL, appendEventSQL, metricsCountsSQL}
 
 func prepareHot(ctx context.Context, db *sql.DB) (*stmtCache, error) {
 	c := &stmtCache{stmts: map[string]*sql.Stmt{}}

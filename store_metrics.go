@@ -23,7 +23,11 @@ func (st *store) MetricsCounts(ctx context.Context) (metricsCounts, error) {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	c := metricsCounts{open: map[[2]string]int64{}, heartbeats: map[string]int64{}}
-	rows, err := st.db.QueryContext(ctx, metricsCountsSQL)
+	stmt, err := st.prepared(ctx, nil, metricsCountsSQL)
+	if err != nil {
+		return c, err
+	}
+	rows, err := stmt.QueryContext(ctx)
 	if err != nil {
 		return c, st.mapErr(err)
 	}
