@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -29,6 +30,8 @@ type config struct {
 	wsPingInterval  time.Duration
 	reopenWindow    time.Duration
 	publicURL       string // the server's external base URL, without a trailing slash; may be empty
+	metricsAddr     string // a second listener for /metrics alone; empty: /metrics is on addr
+	metricsToken    string // the bearer token /metrics asks for; empty: none
 
 	registrationOpen   bool
 	publicIngest       bool // POST /api/v1/incidents without credentials
@@ -51,6 +54,9 @@ type limitSettings struct {
 // minSecretKeyBytes is the shortest SECRET_KEY accepted: an HMAC key shorter
 // than the hash output weakens it.
 const minSecretKeyBytes = 32
+
+// minMetricsTokenBytes is the shortest METRICS_TOKEN accepted.
+const minMetricsTokenBytes = 16
 
 // loadConfig reads the configuration through getenv. In dev mode the database
 // and the secret may be missing; run fills them in. Every problem is reported
@@ -136,6 +142,21 @@ func loadConfig(getenv func(string) string, dev bool) (config, error) {
 			problems = append(problems, fmt.Sprintf("PORT must be a port number, not %q", p))
 		} else {
 			cfg.addr = ":" + p
+		}
+	}
+	if v := strings.TrimSpace(getenv("METRICS_ADDR")); v != "" {
+		if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+			problems = append(problems, fmt.Sprintf("METRICS_ADDR must be host:port or :port, such as 127.0.0.1:9090, not %q", v))
+		} else {
+			cfg.metricsAddr = v
+		}
+	}
+	// The token is never quoted back: it is a secret.
+	if v := getenv("METRICS_TOKEN"); v != "" {
+		if len(v) < minMetricsTokenBytes || strings.TrimSpace(v) != v {
+			problems = append(problems, fmt.Sprintf("METRICS_TOKEN must be at least %d characters without surrounding spaces (e.g. 'openssl rand -hex 32')", minMetricsTokenBytes))
+		} else {
+			cfg.metricsToken = v
 		}
 	}
 	if v := getenv("WS_PING_INTERVAL"); v != "" {

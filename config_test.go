@@ -47,6 +47,21 @@ func TestLoadConfig(t *testing.T) {
 		}},
 		{name: "bad expiry", env: with("ACCESS_TOKEN_EXPIRE_MINUTES", "soon"), wantErrs: []string{"ACCESS_TOKEN_EXPIRE_MINUTES must be"}},
 		{name: "zero expiry", env: with("ACCESS_TOKEN_EXPIRE_MINUTES", "0"), wantErrs: []string{"ACCESS_TOKEN_EXPIRE_MINUTES must be"}},
+		{name: "metrics on the main listener, open", env: with(), check: func(t *testing.T, cfg config) {
+			if cfg.metricsAddr != "" || cfg.metricsToken != "" {
+				t.Errorf("metricsAddr, metricsToken = %q, %q; want both empty", cfg.metricsAddr, cfg.metricsToken)
+			}
+		}},
+		{name: "metrics address and token", env: with("METRICS_ADDR", "127.0.0.1:9090", "METRICS_TOKEN", "0123456789abcdef"), check: func(t *testing.T, cfg config) {
+			if cfg.metricsAddr != "127.0.0.1:9090" || cfg.metricsToken != "0123456789abcdef" {
+				t.Errorf("metricsAddr, metricsToken = %q, %q", cfg.metricsAddr, cfg.metricsToken)
+			}
+		}},
+		{name: "metrics on a port", env: with("METRICS_ADDR", ":9090")},
+		{name: "bad metrics address", env: with("METRICS_ADDR", "9090"), wantErrs: []string{`METRICS_ADDR must be host:port or :port, such as 127.0.0.1:9090, not "9090"`}},
+		{name: "metrics address without a port", env: with("METRICS_ADDR", "localhost:"), wantErrs: []string{"METRICS_ADDR must be"}},
+		{name: "short metrics token", env: with("METRICS_TOKEN", "hunter2"), wantErrs: []string{"METRICS_TOKEN must be at least 16 characters"}},
+		{name: "metrics token with spaces", env: with("METRICS_TOKEN", " 0123456789abcdef"), wantErrs: []string{"METRICS_TOKEN must be"}},
 		{name: "postgresql scheme", env: with("DATABASE_URL", "postgresql://u@h/db")},
 		{name: "key=value DSN", env: with("DATABASE_URL", "host=/run/postgresql dbname=incidents")},
 		{name: "bad DSN", env: with("DATABASE_URL", "mysql://u@h/db"), wantErrs: []string{"DATABASE_URL must be"}},
@@ -154,6 +169,9 @@ func TestLoadConfig(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), secret) {
 				t.Errorf("loadConfig error %q contains the secret", err)
+			}
+			if token := strings.TrimSpace(tt.env["METRICS_TOKEN"]); token != "" && strings.Contains(err.Error(), token) {
+				t.Errorf("loadConfig error %q contains the metrics token", err)
 			}
 		})
 	}

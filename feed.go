@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -41,6 +42,10 @@ type eventFeed struct {
 
 	lastSeen int64 // every event up to here went to the log or was a gap
 	gap      gap   // the wait at lastSeen+1; zero when not waiting
+	// behindSince is when the feed last failed to catch up (a read that
+	// failed, a gap it waits on), in Unix nanoseconds; 0 once it has read
+	// everything. /metrics reports it as the feed's lag.
+	behindSince atomic.Int64
 
 	// accessChanged is called with a user id from accessChannel, and with 0
 	// (everyone) after the listener reconnects, since it may have missed one.
@@ -123,6 +128,7 @@ func (f *eventFeed) run(ctx context.Context) {
 		}
 		f.drain(listener.Notify)
 		waitFor, err := f.catchUp(ctx)
+		f.noteLag(err == nil && waitFor == 0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -134,6 +140,26 @@ func (f *eventFeed) run(ctx context.Context) {
 			retry.Reset(waitFor)
 		}
 	}
+}
+
+// noteLag records whether the last catch-up read everything.
+func (f *eventFeed) noteLag(caughtUp bool) {
+	switch {
+	case caughtUp:
+		f.behindSince.Store(0)
+	case f.behindSince.Load() == 0:
+		f.behindSince.Store(time.Now().UnixNano())
+	}
+}
+
+// lag is how long the feed has been behind the table at now; 0 when its
+// last read found nothing more.
+func (f *eventFeed) lag(now time.Time) time.Duration {
+	since := f.behindSince.Load()
+	if since == 0 {
+		return 0
+	}
+	return max(0, now.Sub(time.Unix(0, since)))
 }
 
 // drain empties the notification channel: one read of the table serves

@@ -42,7 +42,7 @@ type hookResult struct {
 // allow (a resolve sent twice), is ignored: senders repeat them.
 func (s *server) applyHook(r *http.Request, ig integration, ev hookEvent) (hookResult, error) {
 	in := ev.report
-	in.By, in.Source, in.Scope = actorRef{IntegrationID: &ig.ID}, ig.Name, ig.ID
+	in.By, in.Source, in.Scope, in.Kind = actorRef{IntegrationID: &ig.ID}, ig.Name, ig.ID, ig.Type
 	res := hookResult{DedupKey: in.DedupKey, Outcome: "ignored"}
 	var (
 		inc incident
@@ -62,10 +62,13 @@ func (s *server) applyHook(r *http.Request, ig integration, ev hookEvent) (hookR
 	var refused *transitionError
 	switch {
 	case errors.Is(err, errNotFound), errors.As(err, &refused):
+		s.metrics.hookEvent(ig.Type, "ignored")
 		return hookResult{DedupKey: in.DedupKey, Outcome: "ignored"}, nil
 	case err != nil:
+		s.metrics.hookEvent(ig.Type, "error")
 		return hookResult{}, err
 	}
+	s.metrics.hookEvent(ig.Type, res.Outcome)
 	res.IncidentID = &inc.ID
 	return res, nil
 }

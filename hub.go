@@ -337,6 +337,7 @@ func (sub *subscription) run(gone <-chan struct{}, out streamOut) (clientGone bo
 	for {
 		if reason := endReason(sub.reason.Load()); reason != endNone {
 			out.goodbye(reason, sub.cursor, sub.resumeHint(reason))
+			sub.s.metrics.streamEnded(reason)
 			return false
 		}
 		st := sub.s.hub.log.current()
@@ -366,6 +367,7 @@ func (sub *subscription) run(gone <-chan struct{}, out streamOut) (clientGone bo
 			}
 		}
 		if err != nil {
+			sub.s.metrics.streamEnded(endNone) // the write failed
 			return false
 		}
 	}
@@ -390,6 +392,7 @@ func (sub *subscription) send(events []*streamEvent, position int64, out streamO
 		if err := out.write(msgs); err != nil {
 			return err
 		}
+		sub.s.metrics.delivered.add(float64(len(msgs)))
 	}
 	sub.cursor = position
 	return nil

@@ -485,7 +485,7 @@ func TestHealthAndRoot(t *testing.T) {
 	ts.request(t, "GET", "/healthz", "").mustStatus(t, "healthz", http.StatusOK).json(t, &health)
 	ts.request(t, "GET", "/readyz", "").mustStatus(t, "readyz", http.StatusOK)
 	ts.request(t, "GET", "/", "").mustStatus(t, "root", http.StatusOK).json(t, &root)
-	if health["status"] != "ok" || root["name"] != "incidents" || root["version"] != version || root["docs"] != "/docs" {
+	if health["status"] != "ok" || root["name"] != "incidents" || root["version"] != readBuildInfo().Version || root["revision"] != readBuildInfo().Revision || root["docs"] != "/docs" {
 		t.Errorf("healthz = %v, root = %v", health, root)
 	}
 }

@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -23,7 +24,7 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Args, os.Getenv, os.Stderr); err != nil {
+	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "incidents:", err)
 		os.Exit(1)
 	}
@@ -31,15 +32,24 @@ func main() {
 
 // run is the whole program: it returns when ctx is cancelled or a signal
 // arrives, after a graceful shutdown.
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	flags := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	dev := flags.Bool("dev", false, "development mode: start a private PostgreSQL under -dev-dir unless DATABASE_URL is set, and generate a SECRET_KEY there")
 	devDir := flags.String("dev-dir", ".dev", "where -dev keeps its PostgreSQL cluster and secret key")
 	envFile := flags.String("env-file", ".env", "a KEY=VALUE file read before the environment (the environment wins); empty to read none")
 	logLevel := flags.String("log-level", "info", "debug, info, warn or error")
+	showVersion := flags.Bool("version", false, "print the version, VCS revision and Go version, and exit")
+	healthcheck := flags.Bool("healthcheck", false, "GET /healthz of the server listening on ADDR (or PORT) on this host, and exit 0 if it answers 200: a container's HEALTHCHECK, where there is no curl")
 	if err := flags.Parse(args[1:]); err != nil {
 		return err
+	}
+	if *showVersion {
+		_, err := fmt.Fprintln(stdout, readBuildInfo())
+		return err
+	}
+	if *healthcheck {
+		return checkHealth(ctx, getenv)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -118,6 +128,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// Shutdown does not wait for hijacked WebSocket connections: the hub
 	// closes them with "going away" and ends SSE streams.
 	httpServer.RegisterOnShutdown(srv.hub.shutdown)
+	if cfg.metricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.metricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		metricsServer := &http.Server{
+			Handler:           srv.metricsRoutes(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		}
+		go metricsServer.Serve(mln)
+		defer metricsServer.Close()
+		logger.Info("serving metrics", "url", "http://"+displayAddr(mln.Addr())+"/metrics")
+	}
 	url := "http://" + displayAddr(ln.Addr())
 	logger.Info("listening", "url", url, "docs", url+"/docs")
 
@@ -137,6 +162,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	srv.hub.wait(shutdownCtx)
 	if !srv.drainWebhooks(shutdownCtx) {
 		logger.Warn("shutdown: webhook attempts still in flight were cut off; they are sent again once their lease expires")
+	}
+	return nil
+}
+
+// checkHealth is -healthcheck: a GET of /healthz on this host, at the port
+// the server's ADDR or PORT gives it.
+func checkHealth(ctx context.Context, getenv func(string) string) error {
+	addr := getenv("ADDR")
+	if addr == "" {
+		addr = ":" + cmp.Or(getenv("PORT"), "8080")
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("healthcheck: ADDR %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: GET /healthz answered %d", resp.StatusCode)
 	}
 	return nil
 }

@@ -316,11 +316,13 @@ func openAPIEnums() map[string][]string {
 // against what the handler sends.
 type (
 	rootBody struct {
-		Name    string `json:"name"`
-		Version string `json:"version"`
-		Docs    string `json:"docs"`
-		Redoc   string `json:"redoc"`
-		OpenAPI string `json:"openapi"`
+		Name      string `json:"name"`
+		Version   string `json:"version"`
+		Revision  string `json:"revision"`
+		GoVersion string `json:"go_version"`
+		Docs      string `json:"docs"`
+		Redoc     string `json:"redoc"`
+		OpenAPI   string `json:"openapi"`
 	}
 	healthBody struct {
 		Status string `json:"status"`

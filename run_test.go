@@ -52,7 +52,7 @@ func startRun(t *testing.T, env map[string]string, args ...string) *runningServe
 	ctx, cancel := context.WithCancel(context.Background())
 	rs := &runningServer{log: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	argv := append([]string{"incidents", "-env-file", ""}, args...)
-	go func() { rs.done <- run(ctx, argv, func(k string) string { return env[k] }, rs.log) }()
+	go func() { rs.done <- run(ctx, argv, func(k string) string { return env[k] }, io.Discard, rs.log) }()
 	t.Cleanup(func() { rs.stop(t) })
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
@@ -215,7 +215,7 @@ func TestServerErrorLoggedOnce(t *testing.T) {
 func TestRunRefusesBadConfig(t *testing.T) {
 	err := run(context.Background(), []string{"incidents", "-env-file", ""}, func(k string) string {
 		return map[string]string{"SECRET_KEY": "short", "ALGORITHM": "none"}[k]
-	}, io.Discard)
+	}, io.Discard, io.Discard)
 	if err == nil {
 		t.Fatal("run with a bad configuration returned nil")
 	}
@@ -391,5 +391,105 @@ func TestDBMaxConnsBoundsConnections(t *testing.T) {
 	}
 	if others > 2+2 {
 		t.Errorf("the server has %d connections, want at most DB_MAX_CONNS (2) + 2", others)
+	}
+}
+
+// TestRunMetricsAddr drives run() with METRICS_ADDR and METRICS_TOKEN:
+// the metrics move to their own listener, which serves nothing else and
+// asks for the token; the main listener answers 404 there; the token is
+// never logged.
+func TestRunMetricsAddr(t *testing.T) {
+	const token = "scrape-token-0123456789"
+	rs := startRun(t, map[string]string{"DATABASE_URL": newTestDSN(t), "SECRET_KEY": strings.Repeat("e", 40), "ADDR": "127.0.0.1:0",
+		"METRICS_ADDR": "127.0.0.1:0", "METRICS_TOKEN": token})
+	var metricsURL string
+	sc := bufio.NewScanner(strings.NewReader(rs.log.String()))
+	for sc.Scan() {
+		var line struct{ Msg, URL string }
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "serving metrics" {
+			metricsURL = line.URL
+		}
+	}
+	if metricsURL == "" || metricsURL == rs.url+"/metrics" {
+		t.Fatalf("no separate metrics listener logged (got %q); log:\n%s", metricsURL, rs.log)
+	}
+	get := func(url, token string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	base := strings.TrimSuffix(metricsURL, "/metrics")
+	for _, tt := range []struct {
+		name, url, token string
+		want             int
+	}{
+		{"metrics listener, token", metricsURL, token, http.StatusOK},
+		{"metrics listener, no token", metricsURL, "", http.StatusUnauthorized},
+		{"metrics listener, wrong token", metricsURL, "scrape-token-0123456780", http.StatusUnauthorized},
+		{"metrics listener serves only /metrics", base + "/healthz", "", http.StatusNotFound},
+		{"main listener", rs.url + "/metrics", token, http.StatusNotFound},
+		{"main listener still serves the API", rs.url + "/healthz", "", http.StatusOK},
+	} {
+		if got := get(tt.url, tt.token); got != tt.want {
+			t.Errorf("%s: GET %s = %d, want %d", tt.name, tt.url, got, tt.want)
+		}
+	}
+	rs.stop(t)
+	if strings.Contains(rs.log.String(), token) {
+		t.Errorf("the log contains the metrics token:\n%s", rs.log)
+	}
+	if !strings.Contains(rs.log.String(), `"route":"GET /metrics","status":200`) {
+		t.Errorf("the metrics listener's requests are not logged:\n%s", rs.log)
+	}
+}
+
+// TestRunVersion checks -version: the build's version, revision and Go
+// version on stdout, and nothing started.
+func TestRunVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"incidents", "-version"}, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatalf("run -version = %v, want nil", err)
+	}
+	b := readBuildInfo()
+	if want := fmt.Sprintf("incidents %s (revision %s, %s)\n", b.Version, b.Revision, b.GoVersion); stdout.String() != want {
+		t.Errorf("run -version printed %q, want %q", stdout.String(), want)
+	}
+	if !strings.HasPrefix(b.GoVersion, "go1.") || b.Version == "" || b.Revision == "" {
+		t.Errorf("build info %+v: want a version, a revision and a Go version", b)
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("run -version logged %q", stderr.String())
+	}
+}
+
+// TestRunHealthcheck checks -healthcheck against a running server and
+// against a port nothing listens on.
+func TestRunHealthcheck(t *testing.T) {
+	rs := startRun(t, map[string]string{"DATABASE_URL": newTestDSN(t), "SECRET_KEY": strings.Repeat("e", 40), "ADDR": "127.0.0.1:0"})
+	_, port, _ := strings.Cut(strings.TrimPrefix(rs.url, "http://"), ":")
+	check := func(env map[string]string) error {
+		return run(context.Background(), []string{"incidents", "-healthcheck"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	}
+	if err := check(map[string]string{"PORT": port}); err != nil {
+		t.Errorf("-healthcheck with PORT=%s = %v, want nil", port, err)
+	}
+	if err := check(map[string]string{"ADDR": "127.0.0.1:" + port}); err != nil {
+		t.Errorf("-healthcheck with ADDR = %v, want nil", err)
+	}
+	rs.stop(t)
+	if err := check(map[string]string{"PORT": port}); err == nil {
+		t.Error("-healthcheck of a stopped server = nil, want an error")
+	}
+	if err := check(map[string]string{"ADDR": "nonsense"}); err == nil {
+		t.Error("-healthcheck with a bad ADDR = nil, want an error")
 	}
 }

@@ -126,6 +126,9 @@ CREATE INDEX IF NOT EXISTS incidents_created_at_idx ON incidents (created_at, id
 CREATE INDEX IF NOT EXISTS incidents_updated_at_idx ON incidents (updated_at, id);
 CREATE INDEX IF NOT EXISTS incidents_severity_rank_idx ON incidents (severity_rank(severity), id);
 CREATE INDEX IF NOT EXISTS incidents_labels_idx ON incidents USING gin (labels jsonb_path_ops);
+-- /metrics counts unresolved incidents on every scrape: from this index
+-- alone, whatever the number of resolved ones.
+CREATE INDEX IF NOT EXISTS incidents_unresolved_idx ON incidents (status, severity) WHERE status <> 'resolved';
 
 
 -- Title search (q=) uses trigrams where the pg_trgm extension can be had; a

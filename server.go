@@ -17,9 +17,6 @@ import (
 	"time"
 )
 
-// version is reported by GET /.
-const version = "0.1.0"
-
 // server holds everything the handlers need; there is no package state.
 type server struct {
 	cfg       config
@@ -40,6 +37,8 @@ type server struct {
 	attemptsMu sync.Mutex
 	attempts   sync.WaitGroup
 	draining   bool
+	// metrics counts what /metrics reports; the store counts into it too.
+	metrics *serverMetrics
 }
 
 func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
@@ -59,7 +58,9 @@ func newServer(cfg config, st *store, logger *slog.Logger) (*server, error) {
 		feed:         newEventFeed(st, h, logger, cfg.databaseURL),
 		pingInterval: cfg.wsPingInterval,
 		webhooks:     newWebhookClient(cfg.webhookDenyPrivate),
+		metrics:      newServerMetrics(time.Now()),
 	}
+	st.metrics = s.metrics
 	s.feed.accessChanged = func(userID int64) { go s.hub.recheck(userID, s.stillAllowed) }
 	return s, nil
 }
@@ -90,6 +91,7 @@ func (s *server) routeList() []route {
 		{"GET /{$}", accessOpen, s.handleRoot},
 		{"GET /healthz", accessOpen, s.handleHealth},
 		{"GET /readyz", accessOpen, s.handleReady},
+		{"GET /metrics", accessOpen, s.handleMetrics},
 		{"GET /openapi.json", accessOpen, s.handleOpenAPI},
 		{"GET /api/v1/openapi.json", accessOpen, s.handleOpenAPI},
 		{"GET /docs", accessOpen, s.handleDocs},
@@ -389,6 +391,7 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 			attrs = append(attrs, slog.String("error", info.err.Error()))
 		}
 		s.log.LogAttrs(r.Context(), level, "request", attrs...)
+		s.metrics.request(r.Pattern, r.Method, rec.status, time.Since(start))
 	})
 }
 
@@ -466,11 +469,13 @@ func (s *server) handleRoot(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Add("Vary", "Accept")
 	return writeJSON(w, http.StatusOK, map[string]string{
-		"name":    "incidents",
-		"version": version,
-		"docs":    "/docs",
-		"redoc":   "/redoc",
-		"openapi": "/openapi.json",
+		"name":       "incidents",
+		"version":    s.metrics.build.Version,
+		"revision":   s.metrics.build.Revision,
+		"go_version": s.metrics.build.GoVersion,
+		"docs":       "/docs",
+		"redoc":      "/redoc",
+		"openapi":    "/openapi.json",
 	})
 }
 

@@ -20,6 +20,7 @@ func (s *server) handleSSE(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer sub.close()
+	defer s.metrics.streamOpened("sse")()
 
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")

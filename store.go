@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lib/pq"
@@ -40,6 +41,11 @@ type store struct {
 	db      *sql.DB
 	timeout time.Duration
 	stmts   *stmtCache
+	// metrics, when set, counts reports and transitions once their
+	// transaction commits (afterCommit).
+	metrics     *serverMetrics
+	committedMu sync.Mutex
+	committed   map[*sql.Tx][]func()
 }
 
 // stmtCache holds the hot statements prepared, by their text. A prepared
@@ -52,10 +58,10 @@ type stmtCache struct {
 	stmts map[string]*sql.Stmt
 }
 
-// hotStatements are the statements the cache holds.
-// The escalation check runs every second on every replica; planning it
-// took longer than running it.
-var hotStatements = []string{reportSQL, appendEventSQL, dueEscalationsSQL}
+// hotStatements are the statements the cache holds: planning these costs
+// more than running them, and they run often (the escalation check every
+// second on every replica, a scrape's counts).
+var hotStatements = []string{reportSQL, appendEventSQL, dueEscalationsSQL, metricsCountsSQL}
 
 func prepareHot(ctx context.Context, db *sql.DB) (*stmtCache, error) {
 	c := &stmtCache{stmts: map[string]*sql.Stmt{}}
@@ -188,10 +194,32 @@ func (st *store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return st.mapErr(err)
 	}
 	defer tx.Rollback()
-	if err := fn(tx); err != nil {
+	err = fn(tx)
+	if err == nil {
+		err = tx.Commit()
+	}
+	st.committedMu.Lock()
+	done := st.committed[tx]
+	delete(st.committed, tx)
+	st.committedMu.Unlock()
+	if err != nil {
 		return st.mapErr(err)
 	}
-	return st.mapErr(tx.Commit())
+	for _, f := range done {
+		f()
+	}
+	return nil
+}
+
+// afterCommit runs f once tx commits, and never if it rolls back: what
+// the metrics count is what happened.
+func (st *store) afterCommit(tx *sql.Tx, f func()) {
+	st.committedMu.Lock()
+	defer st.committedMu.Unlock()
+	if st.committed == nil {
+		st.committed = map[*sql.Tx][]func(){}
+	}
+	st.committed[tx] = append(st.committed[tx], f)
 }
 
 // mapErr turns driver errors into the store's sentinels. Errors that mean
@@ -413,6 +441,7 @@ type newIncident struct {
 	Links     []link
 	Details   json.RawMessage // nil: {}
 	StartedAt *time.Time      // an alert's startsAt: a re-send with the same one counts nothing
+	Kind      string          // the integration's type, which the metrics name as the source
 }
 
 // reportOutcome says what a report did.
@@ -452,8 +481,17 @@ func (st *store) ReportIncident(ctx context.Context, in newIncident, reopenWindo
 	}
 }
 
-// report is ReportIncident's work inside tx.
+// report is ReportIncident's work inside tx, counted in the metrics once
+// tx commits.
 func (st *store) report(ctx context.Context, tx *sql.Tx, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
+	inc, outcome, err := st.reportTx(ctx, tx, in, reopenWindow, now)
+	if err == nil && st.metrics != nil {
+		st.afterCommit(tx, func() { st.metrics.reportedIncident(in, outcome) })
+	}
+	return inc, outcome, err
+}
+
+func (st *store) reportTx(ctx context.Context, tx *sql.Tx, in newIncident, reopenWindow time.Duration, now time.Time) (incident, reportOutcome, error) {
 	if in.DedupKey != "" && reopenWindow > 0 {
 		reopened, err := st.reopenFlapping(ctx, tx, in, now.Add(-reopenWindow), now)
 		if err == nil && reopened != nil && in.StartedAt != nil {
@@ -645,7 +683,13 @@ func (st *store) applyTransition(ctx context.Context, tx *sql.Tx, id int64, a ac
 		}
 		detail.noteID = &n.ID
 	}
-	return inc, st.appendEvent(ctx, tx, a.event, inc, by, detail, now)
+	if err := st.appendEvent(ctx, tx, a.event, inc, by, detail, now); err != nil {
+		return incident{}, err
+	}
+	if st.metrics != nil {
+		st.afterCommit(tx, func() { st.metrics.transitioned(a, inc) })
+	}
+	return inc, nil
 }
 
 // note is a responder's note on an incident.

@@ -104,7 +104,7 @@ func TestUIRootRedirect(t *testing.T) {
 		}
 		var root map[string]string
 		r.json(t, &root)
-		if root["name"] != "incidents" || root["version"] != version {
+		if root["name"] != "incidents" || root["version"] != readBuildInfo().Version {
 			t.Errorf("GET / Accept: %s = %s, want the service information", tt.accept, r.body)
 		}
 	}

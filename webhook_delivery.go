@@ -221,7 +221,7 @@ func (s *server) sendWebhook(ctx context.Context, wh webhook, msgID string, body
 		return attemptResult{err: fmt.Errorf("bad url: %w", err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "incidents-webhooks/"+version)
+	req.Header.Set("User-Agent", "incidents-webhooks/"+s.metrics.build.Version)
 	req.Header.Set("webhook-id", msgID)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
 	req.Header.Set("webhook-signature", signWebhook(wh.secrets(now), msgID, ts, body))
@@ -351,11 +351,13 @@ func (s *server) drainWebhooks(ctx context.Context) bool {
 // mid-send nothing is recorded: the lease runs out and the attempt is made
 // again.
 func (s *server) attempt(ctx context.Context, d delivery) {
+	start := time.Now()
 	res := s.sendWebhook(ctx, d.webhook, d.msgID(), d.Body, s.now())
 	if ctx.Err() != nil {
 		return
 	}
 	out := d.outcome(res, s.now())
+	s.metrics.webhookAttempt(out.status, time.Since(start))
 	if out.err != "" {
 		s.log.Info("webhook attempt failed", "webhook", d.WebhookID, "event", d.EventSeq, "attempt", d.Attempts, "error", out.err)
 	}

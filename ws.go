@@ -223,6 +223,7 @@ func (s *server) serveWS(ws *websocket.Conn, conn *wsConn, req streamRequest, wh
 		return
 	}
 	defer sub.close()
+	defer s.metrics.streamOpened("websocket")()
 	gone, code := make(chan struct{}), 0
 	go func() {
 		code = readClient(ws)
