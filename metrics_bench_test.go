@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -45,6 +46,8 @@ func BenchmarkMetricsScrape(b *testing.B) {
 		if err != nil || resp.StatusCode != http.StatusOK {
 			b.Fatalf("GET /metrics: %v %v", resp, err)
 		}
+		// Read to the end, so the connection is reused as a scraper's is.
+		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
 	get()
