@@ -590,14 +590,16 @@ function moveCursor(delta) {
 function onKey(ev) {
   const t = ev.target;
   const typing = t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement;
+  const view = readURL().view;
   if (ev.key === "Escape") {
     if ($("help").open) $("help").close();
     else if (typing) t.blur();
+    else if (view === "detail") go(state.liveURL);
     else { state.selected.clear(); queueRender(); }
     return;
   }
-  if (typing || ev.ctrlKey || ev.metaKey || ev.altKey || $("main").hidden) return;
-  const view = readURL().view;
+  // Behind the open help no key acts: the user cannot see what it does.
+  if (typing || ev.ctrlKey || ev.metaKey || ev.altKey || $("main").hidden || $("help").open) return;
   const manage = canManage();
   switch (ev.key) {
     case "?": $("help").showModal(); break;

@@ -1,0 +1,212 @@
+//go:build browser
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+// These browser tests cover what the console does beyond the list: the
+// keyboard.
+
+// newConsoleServer starts a server where reading needs signing in, with
+// alice, its admin, and the other users named in roles (name: role); it
+// returns the server and alice's token.
+func newConsoleServer(t *testing.T, roles map[string]string) (*testServer, string) {
+	t.Helper()
+	ts := newTestServer(t, func(c *config) { c.publicRead = false; c.rateLimits = false })
+	admin := ts.register(t, "alice", "password1") // the first user is the admin
+	for name, role := range roles {
+		ts.request(t, "POST", "/api/v1/users", fmt.Sprintf(`{"username":%q,"password":"password1","role":%q}`, name, role),
+			bearer(admin)...).mustStatus(t, "create "+name, http.StatusCreated)
+	}
+	return ts, admin
+}
+
+// openAs opens the console in a new tab and signs in.
+func (b *browser) openAs(t *testing.T, ts *testServer, username string) *tab {
+	t.Helper()
+	tb := b.newTab(t)
+	tb.run(t, "open the console", chromedp.Navigate(ts.URL+"/ui/"))
+	tb.signIn(t, username, "password1")
+	return tb
+}
+
+// press types keys as real key events into whatever has the focus. A
+// printable key's keyDown carries its text, as Chromium's own keyboard
+// sends it, so a page that prevents a keydown's default also keeps the
+// character from being typed (chromedp.KeyEvent types it in a separate
+// char event, which a real keyboard does not).
+func (tb *tab) press(t testing.TB, keys string) {
+	t.Helper()
+	tb.run(t, fmt.Sprintf("press %q", keys), chromedp.Func(func(ctx context.Context, target *chromedp.Target) error {
+		for _, r := range keys {
+			events := kb.Encode(r)
+			down, up := *events[0], *events[len(events)-1]
+			if len(events) == 3 { // printable: its text goes with the keyDown
+				down.Text, down.UnmodifiedText = events[1].Text, events[1].UnmodifiedText
+			} else {
+				down.Type = input.DispatchKeyEventTypeRawKeyDown
+			}
+			for _, ev := range []input.DispatchKeyEventParams{down, up} {
+				if _, err := cdp.Call(ctx, target, input.DispatchKeyEvent, ev); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}))
+}
+
+// incidentAs reads an incident through the REST API with token.
+func (ts *testServer) incidentAs(t *testing.T, token string, id int64) incident {
+	t.Helper()
+	var inc incident
+	ts.request(t, "GET", fmt.Sprintf("/api/v1/incidents/%d", id), "", bearer(token)...).
+		mustStatus(t, "get incident", http.StatusOK).json(t, &inc)
+	return inc
+}
+
+// waitStatus waits until the REST API says the incident has status.
+func (ts *testServer) waitStatus(t *testing.T, token string, id int64, status string) incident {
+	t.Helper()
+	var inc incident
+	waitFor(t, fmt.Sprintf("incident %d to be %s", id, status), func() bool {
+		inc = ts.incidentAs(t, token, id)
+		return inc.Status == status
+	})
+	return inc
+}
+
+// currentJS is the title of the row the keyboard is on, or "".
+const currentJS = `(document.querySelector("#list li.current .title") || {}).textContent || ""`
+
+// focusedJS describes the element with the focus: its id, or its tag and
+// the incident it belongs to.
+const focusedJS = `(() => { const e = document.activeElement;
+  return e.id || e.tagName.toLowerCase() + (e.dataset.id ? "#" + e.dataset.id : ""); })()`
+
+// TestBrowserKeyboard works the console with the keyboard alone: j and k
+// move through the list, a acknowledges, r resolves, / filters, Enter
+// opens the incident and Esc closes it, ? shows the help and Esc closes
+// that too. Every key is a real key event; the outcome is read from the
+// REST API and from the page.
+func TestBrowserKeyboard(t *testing.T) {
+	ts, admin := newConsoleServer(t, nil)
+	crit := ts.createIncident(t, "checkout down", "critical")
+	high := ts.createIncident(t, "replica lag", "high")
+	low := ts.createIncident(t, "backup slow", "low")
+	alice := newBrowser(t).openAs(t, ts, "alice")
+	alice.waitJS(t, "the list", `document.querySelectorAll("#list li").length === 3`, 5*time.Second)
+
+	t.Run("j and k move the selection", func(t *testing.T) {
+		for _, step := range []struct{ key, want string }{
+			{"j", crit.Title}, // the first row
+			{"j", high.Title},
+			{"j", low.Title},
+			{"j", low.Title}, // the last row stays
+			{"k", high.Title},
+		} {
+			alice.press(t, step.key)
+			alice.waitJS(t, "the selection on "+step.want, currentJS+` === `+jsString(step.want), 5*time.Second)
+		}
+		if got, want := evalJS[string](t, alice, focusedJS), fmt.Sprintf("li#%d", high.ID); got != want {
+			t.Errorf("the focus is on %s, want the current row %s", got, want)
+		}
+		if n := evalJS[int](t, alice, `document.querySelectorAll("#list li.current").length`); n != 1 {
+			t.Errorf("%d rows are current, want 1", n)
+		}
+	})
+
+	t.Run("a acknowledges", func(t *testing.T) {
+		alice.press(t, "a")
+		if got := ts.waitStatus(t, admin, high.ID, "acknowledged"); got.AcknowledgedBy == nil || *got.AcknowledgedBy != "alice" {
+			t.Errorf("acknowledged by %v, want alice", got.AcknowledgedBy)
+		}
+		alice.waitJS(t, "the row acknowledged", rowJS(high.Title)+`.classList.contains("st-acknowledged")`, 5*time.Second)
+		if got := evalJS[string](t, alice, currentJS); got != high.Title {
+			t.Errorf("after acknowledging the selection is on %q, want it to stay on %q", got, high.Title)
+		}
+		for _, inc := range []incident{crit, low} {
+			if got := ts.incidentAs(t, admin, inc.ID).Status; got != "open" {
+				t.Errorf("%q is %s, want only the selected incident acknowledged", inc.Title, got)
+			}
+		}
+	})
+
+	t.Run("r resolves", func(t *testing.T) {
+		alice.press(t, "r")
+		ts.waitStatus(t, admin, high.ID, "resolved")
+		alice.waitJS(t, "the row to go", rowJS(high.Title)+` === undefined`, 5*time.Second)
+		alice.press(t, "j") // the selection is gone with its row: j starts again at the top
+		alice.waitJS(t, "the selection back on the first row", currentJS+` === `+jsString(crit.Title), 5*time.Second)
+	})
+
+	t.Run("slash focuses the filter", func(t *testing.T) {
+		alice.press(t, "/")
+		alice.waitJS(t, "the filter focused", `document.activeElement.id === "filter-q"`, 5*time.Second)
+		alice.press(t, "backup")
+		alice.waitJS(t, "the filtered list", `document.querySelectorAll("#list li").length === 1 && `+rowJS(low.Title)+` !== undefined`, 5*time.Second)
+		if got := evalJS[string](t, alice, `document.querySelector("#filter-q").value`); got != "backup" {
+			t.Errorf("the filter says %q, want backup (without the slash)", got)
+		}
+		if got := evalJS[string](t, alice, "location.search"); got != "?q=backup" {
+			t.Errorf("the URL's query is %q, want ?q=backup", got)
+		}
+		alice.press(t, kb.Escape)
+		alice.waitJS(t, "the filter to let go of the focus", `document.activeElement === document.body`, 5*time.Second)
+		if got := ts.incidentAs(t, admin, low.ID).Status; got != "open" {
+			t.Errorf("typing the filter changed %q to %s", low.Title, got)
+		}
+	})
+
+	t.Run("Enter opens the incident, Esc closes it", func(t *testing.T) {
+		alice.press(t, "j")
+		alice.waitJS(t, "the selection on the one row", currentJS+` === `+jsString(low.Title), 5*time.Second)
+		alice.press(t, kb.Enter)
+		alice.waitJS(t, "the detail", `!document.querySelector("#view-detail").hidden && document.querySelector("#detail h2") !== null`, 5*time.Second)
+		if got, want := evalJS[string](t, alice, "location.search"), fmt.Sprintf("?incident=%d", low.ID); got != want {
+			t.Errorf("the detail's URL is %q, want %q", got, want)
+		}
+		if got := evalJS[string](t, alice, `document.querySelector("#detail h2").textContent`); !strings.Contains(got, low.Title) {
+			t.Errorf("the detail's heading is %q, want the incident's title", got)
+		}
+		// a in the detail acknowledges the incident shown.
+		alice.press(t, "a")
+		ts.waitStatus(t, admin, low.ID, "acknowledged")
+		alice.waitJS(t, "the detail to say so", `document.querySelector("#detail .fields").textContent.includes("acknowledged")`, 5*time.Second)
+
+		alice.press(t, kb.Escape)
+		alice.waitJS(t, "the live list again", `!document.querySelector("#view-live").hidden && document.querySelector("#view-detail").hidden`, 5*time.Second)
+		if got := evalJS[string](t, alice, "location.search"); got != "?q=backup" {
+			t.Errorf("after Esc the URL's query is %q, want the list as it was filtered, ?q=backup", got)
+		}
+	})
+
+	t.Run("? shows the help, Esc closes it", func(t *testing.T) {
+		alice.press(t, "?")
+		alice.waitJS(t, "the help", `document.querySelector("#help").open`, 5*time.Second)
+		if got := evalJS[string](t, alice, `document.querySelector("#help").textContent`); !strings.Contains(got, "acknowledge") || !strings.Contains(got, "resolve") {
+			t.Errorf("the help says %q, want the keys", got)
+		}
+		alice.press(t, "h") // keys do nothing behind the help: h would open the history
+		if got := evalJS[string](t, alice, "location.search"); got != "?q=backup" {
+			t.Errorf("h behind the help went to %q", got)
+		}
+		alice.press(t, kb.Escape)
+		alice.waitJS(t, "the help to close", `!document.querySelector("#help").open`, 5*time.Second)
+		if !evalJS[bool](t, alice, `document.querySelector("#view-detail").hidden && !document.querySelector("#view-live").hidden`) {
+			t.Error("closing the help changed the view")
+		}
+	})
+}
