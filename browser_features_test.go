@@ -17,7 +17,7 @@ import (
 )
 
 // These browser tests cover what the console does beyond the list: the
-// keyboard.
+// keyboard and signing out.
 
 // newConsoleServer starts a server where reading needs signing in, with
 // alice, its admin, and the other users named in roles (name: role); it
@@ -209,4 +209,46 @@ func TestBrowserKeyboard(t *testing.T) {
 			t.Error("closing the help changed the view")
 		}
 	})
+}
+
+// TestBrowserSignOut signs out: the token leaves sessionStorage, the
+// sign-in form shows, and a reload stays signed out.
+func TestBrowserSignOut(t *testing.T) {
+	ts, _ := newConsoleServer(t, nil)
+	ts.createIncident(t, "queue backlog", "medium")
+	alice := newBrowser(t).openAs(t, ts, "alice")
+	alice.waitJS(t, "the list", rowJS("queue backlog")+` !== undefined`, 5*time.Second)
+	if !evalJS[bool](t, alice, `sessionStorage.getItem("incidents.token") !== null`) {
+		t.Fatal("signed in, sessionStorage has no token")
+	}
+
+	signedOut := func(t *testing.T, when string) {
+		t.Helper()
+		alice.waitJS(t, "the sign-in form "+when, `!document.querySelector("#signin").hidden && document.querySelector("#main").hidden`, 10*time.Second)
+		if n := evalJS[int](t, alice, `sessionStorage.length`); n != 0 {
+			t.Errorf("%s sessionStorage has %d items, want none", when, n)
+		}
+		if got := evalJS[string](t, alice, `document.querySelector("#who").textContent`); got != "" {
+			t.Errorf("%s the header says %q, want no one", when, got)
+		}
+		if !evalJS[bool](t, alice, `document.querySelector("#signout").hidden`) {
+			t.Errorf("%s the Sign out button shows", when)
+		}
+		if got := evalJS[string](t, alice, `document.querySelector("#live").textContent`); got != "offline" {
+			t.Errorf("%s the stream indicator says %q, want offline", when, got)
+		}
+		if n := evalJS[int](t, alice, `document.querySelectorAll("#list li").length`); n != 0 {
+			t.Errorf("%s the page keeps %d incidents", when, n)
+		}
+	}
+	alice.run(t, "sign out", chromedp.Click(chromedp.CSS("#signout")))
+	signedOut(t, "after signing out")
+	if got := evalJS[string](t, alice, `document.activeElement.id`); got != "username" {
+		t.Errorf("after signing out the focus is on %q, want the username", got)
+	}
+	alice.run(t, "reload", chromedp.Reload())
+	signedOut(t, "after a reload")
+
+	alice.signIn(t, "alice", "password1")
+	alice.waitJS(t, "the list again", rowJS("queue backlog")+` !== undefined`, 5*time.Second)
 }
