@@ -17,7 +17,7 @@ import (
 )
 
 // These browser tests cover what the console does beyond the list: the
-// keyboard and signing out.
+// keyboard, signing out and notes.
 
 // newConsoleServer starts a server where reading needs signing in, with
 // alice, its admin, and the other users named in roles (name: role); it
@@ -251,4 +251,71 @@ func TestBrowserSignOut(t *testing.T) {
 
 	alice.signIn(t, "alice", "password1")
 	alice.waitJS(t, "the list again", rowJS("queue backlog")+` !== undefined`, 5*time.Second)
+}
+
+// notesJS is the text of the detail's notes, one a line.
+const notesJS = `[...document.querySelectorAll("#detail .notes li")].map((li) => li.textContent).join("\n")`
+
+// timelineJS is the text of the detail's timeline, one event a line.
+const timelineJS = `[...document.querySelectorAll("#detail .timeline > li")].map((li) => li.textContent).join("\n")`
+
+// TestBrowserNotes adds a note in the detail view: it shows in the
+// detail's notes and timeline without a reload, in this tab and in
+// another one on the same incident, and the API lists it.
+func TestBrowserNotes(t *testing.T) {
+	ts, admin := newConsoleServer(t, map[string]string{"bob": "responder"})
+	inc := ts.createIncident(t, "disk full on db-1", "high")
+	b := newBrowser(t)
+	alice := b.openAs(t, ts, "alice")
+	bob := b.openAs(t, ts, "bob")
+	detail := ts.URL + fmt.Sprintf("/ui/?incident=%d", inc.ID)
+	for _, tb := range []*tab{alice, bob} {
+		tb.run(t, "open the incident", chromedp.Navigate(detail))
+		tb.waitLive(t)
+		tb.waitJS(t, "the timeline", `document.querySelectorAll("#detail .timeline > li").length === 1`, 5*time.Second)
+		tb.run(t, "mark the page", js(`window.notReloaded = true`))
+	}
+
+	// Bob starts a note of his own meanwhile: the change must not eat it.
+	bob.run(t, "start a note", chromedp.SendKeys(chromedp.CSS("#detail-note"), "half-typed"))
+	const body = "rotated the logs; 40% free"
+	alice.run(t, "write a note", chromedp.SendKeys(chromedp.CSS("#detail-note"), body))
+	alice.run(t, "add it", js(`[...document.querySelectorAll("#detail button")].find((b) => b.textContent === "Add note").click()`))
+	for who, tb := range map[string]*tab{"alice": alice, "bob": bob} {
+		tb.waitJS(t, who+" sees the note", `document.querySelector("#detail .notes") !== null && `+
+			`document.querySelector("#detail .notes").textContent.includes(`+jsString(body)+`)`, 5*time.Second)
+		tb.waitJS(t, who+" sees it in the timeline", `document.querySelector("#detail .timeline").textContent.includes(`+jsString(body)+`)`, 5*time.Second)
+		if !evalJS[bool](t, tb, `window.notReloaded === true`) {
+			t.Errorf("%s's page reloaded", who)
+		}
+		if got := evalJS[string](t, tb, notesJS); !strings.Contains(got, "alice") {
+			t.Errorf("%s's notes say %q, want the author", who, got)
+		}
+		timeline := strings.Split(evalJS[string](t, tb, timelineJS), "\n")
+		if len(timeline) != 2 || !strings.Contains(timeline[1], "noted by alice") {
+			t.Errorf("%s's timeline is %q, want the report and the note by alice", who, timeline)
+		}
+	}
+	if got := evalJS[string](t, alice, `document.querySelector("#detail-note").value`); got != "" {
+		t.Errorf("after adding the note the field still says %q", got)
+	}
+	if got := evalJS[string](t, bob, `document.querySelector("#detail-note").value`); got != "half-typed" {
+		t.Errorf("bob's unfinished note is %q after alice's, want it kept", got)
+	}
+
+	var notes []note
+	ts.request(t, "GET", fmt.Sprintf("/api/v1/incidents/%d/notes", inc.ID), "", bearer(admin)...).
+		mustStatus(t, "list notes", http.StatusOK).json(t, &notes)
+	if len(notes) != 1 || notes[0].Body != body || notes[0].Author == nil || *notes[0].Author != "alice" {
+		t.Errorf("GET notes = %+v, want alice's note", notes)
+	}
+
+	// A blank note is not sent.
+	alice.run(t, "add a blank note", chromedp.SendKeys(chromedp.CSS("#detail-note"), "   "),
+		js(`[...document.querySelectorAll("#detail button")].find((b) => b.textContent === "Add note").click()`))
+	alice.waitJS(t, "the field to take the focus", `document.activeElement.id === "detail-note"`, 5*time.Second)
+	ts.request(t, "GET", fmt.Sprintf("/api/v1/incidents/%d/notes", inc.ID), "", bearer(admin)...).json(t, &notes)
+	if len(notes) != 1 {
+		t.Errorf("after a blank note the API lists %d notes, want 1", len(notes))
+	}
 }

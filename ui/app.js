@@ -427,7 +427,9 @@ function renderDetail() {
     const buttons = actionsFrom[inc.status].map((a) => {
       const b = el("button", { type: "button", "data-detail-act": a }, actionLabels[a]);
       b.addEventListener("click", async () => {
-        if (await act([inc.id], a, note.value.trim())) note.value = "";
+        // The field is read again once done: the detail may have been
+        // rendered anew meanwhile.
+        if (await act([inc.id], a, note.value.trim())) $("detail-note").value = "";
       });
       return b;
     });
@@ -437,18 +439,32 @@ function renderDetail() {
       if (!body) { note.focus(); return; }
       try {
         await api("POST", `/api/v1/incidents/${inc.id}/notes`, { body: { body } });
-        note.value = "";
+        $("detail-note").value = "";
       } catch (e) { toast("Could not add the note: " + e.message); }
     });
     parts.push(el("div", { class: "act" }, note, el("div", {}, ...buttons, addNote)));
   }
+  const notes = events.filter((ev) => ev.note).map((ev) => ev.note);
+  parts.push(el("h3", {}, "Notes"), notes.length
+    ? el("ol", { class: "notes" }, ...notes.map((n) => el("li", {},
+      el("time", { datetime: n.created_at }, fmtTime(n.created_at)), " ", n.author || "system",
+      el("blockquote", {}, n.body))))
+    : el("p", { class: "muted" }, "No notes yet."));
   parts.push(el("h3", {}, "Timeline"), el("ol", { class: "timeline" }, ...events.map((ev) => el("li", {},
     el("time", { datetime: ev.created_at }, fmtTime(ev.created_at)), " ",
     el("b", {}, ev.type), " by ", actorName(ev.actor),
     ev.escalation ? ` (${ev.escalation.policy}, step ${ev.escalation.step})` : "",
     ev.heartbeat ? ` (heartbeat ${ev.heartbeat.name})` : "",
     ev.note ? el("blockquote", {}, ev.note.body) : ""))));
+  // A note being written survives the detail being rendered anew.
+  const old = $("detail-note");
+  const draft = old && { value: old.value, focused: document.activeElement === old, start: old.selectionStart, end: old.selectionEnd };
   $("detail").replaceChildren(...parts);
+  const note = $("detail-note");
+  if (draft && note) {
+    note.value = draft.value;
+    if (draft.focused) { note.focus(); note.setSelectionRange(draft.start, draft.end); }
+  }
 }
 
 // ---- History ----
