@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,8 @@ import (
 )
 
 // These browser tests cover what the console does beyond the list: the
-// keyboard, signing out and notes.
+// keyboard, signing out, notes, the heartbeats panel and the timeline's
+// escalation and heartbeat events.
 
 // newConsoleServer starts a server where reading needs signing in, with
 // alice, its admin, and the other users named in roles (name: role); it
@@ -86,6 +88,15 @@ func (ts *testServer) waitStatus(t *testing.T, token string, id int64, status st
 		return inc.Status == status
 	})
 	return inc
+}
+
+// eventsAs reads an incident's timeline through the REST API with token.
+func (ts *testServer) eventsAs(t *testing.T, token string, id int64) []eventView {
+	t.Helper()
+	var events []eventView
+	ts.request(t, "GET", fmt.Sprintf("/api/v1/incidents/%d/events", id), "", bearer(token)...).
+		mustStatus(t, "timeline", http.StatusOK).json(t, &events)
+	return events
 }
 
 // currentJS is the title of the row the keyboard is on, or "".
@@ -318,4 +329,134 @@ func TestBrowserNotes(t *testing.T) {
 	if len(notes) != 1 {
 		t.Errorf("after a blank note the API lists %d notes, want 1", len(notes))
 	}
+}
+
+// heartbeatPanelJS is the heartbeat panel's row for name, or undefined.
+func heartbeatPanelJS(name string) string {
+	return `[...document.querySelectorAll("#heartbeat-list li")].find((li) => li.textContent.includes(` + jsString(name) + `))`
+}
+
+// TestBrowserHeartbeats shows a heartbeat in the panel with its state
+// and next deadline; when it goes down, and up again, the panel follows
+// by itself, and after a reload.
+func TestBrowserHeartbeats(t *testing.T) {
+	ts, admin := newConsoleServer(t, nil)
+	hb := ts.createHeartbeat(t, admin, `{"name":"nightly backup","interval":60,"grace":30,"severity":"high"}`)
+	ts.request(t, "POST", hb.PingURL, "").mustStatus(t, "ping", http.StatusOK)
+	var up heartbeat
+	ts.request(t, "GET", fmt.Sprintf("/api/v1/heartbeats/%d", hb.ID), "", bearer(admin)...).mustStatus(t, "get", http.StatusOK).json(t, &up)
+	if up.State != "up" || up.Deadline == nil {
+		t.Fatalf("after a ping the heartbeat is %+v, want up with a deadline", up)
+	}
+
+	alice := newBrowser(t).openAs(t, ts, "alice")
+	row := heartbeatPanelJS("nightly backup")
+	alice.waitJS(t, "the panel", `!document.querySelector("#heartbeats").hidden && `+row+` !== undefined`, 5*time.Second)
+	// The deadline as the console writes times, in the browser's zone.
+	due := evalJS[string](t, alice, fmt.Sprintf(`new Intl.DateTimeFormat(undefined, {dateStyle: "medium", timeStyle: "short"}).format(new Date(%q))`,
+		up.Deadline.Format(time.RFC3339Nano)))
+	if got, want := evalJS[string](t, alice, row+`.textContent`), "up nightly backup · due "+due; got != want {
+		t.Errorf("the panel says %q, want %q", got, want)
+	}
+	if !evalJS[bool](t, alice, row+`.classList.contains("hb-up")`) {
+		t.Error("the heartbeat's row is not marked up")
+	}
+
+	alice.run(t, "mark the page", js(`window.notReloaded = true`))
+	ts.clock.Advance(91 * time.Second) // past interval and grace
+	if _, err := ts.st.OverdueHeartbeats(context.Background(), ts.srv.cfg.reopenWindow, ts.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	alice.waitJS(t, "the incident it opened", rowJS("nightly backup missed its heartbeat")+` !== undefined`, 5*time.Second)
+	alice.waitJS(t, "the panel to say down", row+`.classList.contains("hb-down")`, 5*time.Second)
+	if got := evalJS[string](t, alice, row+`.textContent`); got != "down nightly backup" {
+		t.Errorf("the panel says %q, want down and no deadline", got)
+	}
+	if !evalJS[bool](t, alice, `window.notReloaded === true`) {
+		t.Error("the page reloaded")
+	}
+
+	alice.run(t, "reload", chromedp.Reload())
+	alice.waitLive(t)
+	alice.waitJS(t, "the panel after a reload", row+` !== undefined && `+row+`.textContent === "down nightly backup"`, 5*time.Second)
+
+	ts.request(t, "POST", hb.PingURL, "").mustStatus(t, "ping", http.StatusOK)
+	alice.waitJS(t, "the panel to say up again", row+`.classList.contains("hb-up") && `+row+`.textContent.startsWith("up nightly backup · due ")`, 5*time.Second)
+	alice.waitJS(t, "the incident resolved", rowJS("nightly backup missed its heartbeat")+` === undefined`, 5*time.Second)
+}
+
+// TestBrowserTimelineEvents shows escalated and heartbeat events in the
+// detail's timeline, with the policy and step, or the heartbeat, named:
+// live while the detail is open, and after a reload.
+func TestBrowserTimelineEvents(t *testing.T) {
+	ts, admin := newConsoleServer(t, nil)
+	wh := ts.createWebhook(t, admin, newReceiver(t), `{"name":"pager"}`)
+	create[escalationPolicy](t, ts, admin, "/api/v1/escalation-policies", fmt.Sprintf(
+		`{"name":"db on-call","match":{"min_severity":"high","labels":{"team":"db"}},"steps":[{"after":"5m","webhooks":[%d]},{"after":"10m","webhooks":[%d]}]}`, wh.ID, wh.ID))
+	var inc incident
+	ts.postIncident(t, `{"title":"replica lag","severity":"high","labels":{"team":"db"}}`).mustStatus(t, "report", http.StatusCreated).json(t, &inc)
+	hb := ts.createHeartbeat(t, admin, `{"name":"nightly backup","interval":60,"grace":0,"severity":"medium"}`)
+	ts.request(t, "POST", hb.PingURL, "").mustStatus(t, "ping", http.StatusOK)
+
+	alice := newBrowser(t).openAs(t, ts, "alice")
+	open := func(t *testing.T, id int64, events int) {
+		t.Helper()
+		alice.run(t, "open the incident", chromedp.Navigate(ts.URL+fmt.Sprintf("/ui/?incident=%d", id)))
+		alice.waitLive(t)
+		alice.waitJS(t, "the timeline", fmt.Sprintf(`document.querySelectorAll("#detail .timeline > li").length === %d`, events), 5*time.Second)
+		alice.run(t, "mark the page", js(`window.notReloaded = true`))
+	}
+	// event waits for the timeline's n-th event (from 1) to say want.
+	event := func(t *testing.T, n int, want string) {
+		t.Helper()
+		alice.waitJS(t, "event "+want, fmt.Sprintf(`document.querySelectorAll("#detail .timeline > li").length >= %d`, n), 5*time.Second)
+		got := evalJS[string](t, alice, fmt.Sprintf(`document.querySelectorAll("#detail .timeline > li")[%d].textContent`, n-1))
+		if !strings.Contains(got, want) {
+			t.Errorf("timeline event %d says %q, want %q", n, got, want)
+		}
+	}
+
+	t.Run("escalated", func(t *testing.T) {
+		open(t, inc.ID, 1)
+		for _, step := range []struct {
+			advance time.Duration
+			want    string
+		}{
+			{5 * time.Minute, "escalated by system (db on-call, step 1)"},
+			{5 * time.Minute, "escalated by system (db on-call, step 2)"},
+		} {
+			ts.clock.Advance(step.advance)
+			ts.escalate(t)
+			event(t, len(ts.eventsAs(t, admin, inc.ID)), step.want)
+		}
+		if !evalJS[bool](t, alice, `window.notReloaded === true`) {
+			t.Error("the page reloaded")
+		}
+		open(t, inc.ID, 3)
+		event(t, 2, "escalated by system (db on-call, step 1)")
+		event(t, 3, "escalated by system (db on-call, step 2)")
+	})
+
+	t.Run("heartbeat down and up", func(t *testing.T) {
+		ts.clock.Advance(2 * time.Minute)
+		if _, err := ts.st.OverdueHeartbeats(context.Background(), ts.srv.cfg.reopenWindow, ts.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		var list []incident
+		ts.request(t, "GET", "/api/v1/incidents?dedup_key="+url.QueryEscape(hb.key()), "", bearer(admin)...).
+			mustStatus(t, "list", http.StatusOK).json(t, &list)
+		if len(list) != 1 {
+			t.Fatalf("%d incidents for the heartbeat, want 1", len(list))
+		}
+		open(t, list[0].ID, 2)
+		event(t, 2, "heartbeat_down by system (heartbeat nightly backup)")
+		ts.request(t, "POST", hb.PingURL, "").mustStatus(t, "ping", http.StatusOK)
+		event(t, 4, "heartbeat_up by system (heartbeat nightly backup)")
+		event(t, 3, "resolved")
+		if !evalJS[bool](t, alice, `window.notReloaded === true`) {
+			t.Error("the page reloaded")
+		}
+		open(t, list[0].ID, 4)
+		event(t, 4, "heartbeat_up by system (heartbeat nightly backup)")
+	})
 }

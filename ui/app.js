@@ -26,6 +26,7 @@ const state = {
   historyNext: "",
   renderQueued: false,
   expiryTimer: 0,
+  panelsTimer: 0,
   liveURL: "/ui/",      // the live list as last filtered, for Back and g
 };
 
@@ -217,8 +218,13 @@ function applyEvent(ev) {
   }
   if (state.detail && state.detail.incident.id === inc.id) {
     state.detail.incident = state.incidents.get(inc.id);
-    state.detail.events.push(ev);
+    // The timeline read over REST may hold it already.
+    if (!state.detail.events.some((e) => e.seq === ev.seq)) state.detail.events.push(ev);
     renderDetail();
+  }
+  if (ev.type === "heartbeat_down" || ev.type === "heartbeat_up") {
+    clearTimeout(state.panelsTimer); // one reading for a burst
+    state.panelsTimer = setTimeout(loadPanels, 100);
   }
   queueRender();
 }
