@@ -18,8 +18,8 @@ import (
 )
 
 // These browser tests cover what the console does beyond the list: the
-// keyboard, signing out, notes, the heartbeats panel and the timeline's
-// escalation and heartbeat events.
+// keyboard, signing out, notes, the heartbeats panel, the webhook
+// banners and the timeline's escalation and heartbeat events.
 
 // newConsoleServer starts a server where reading needs signing in, with
 // alice, its admin, and the other users named in roles (name: role); it
@@ -383,6 +383,76 @@ func TestBrowserHeartbeats(t *testing.T) {
 	ts.request(t, "POST", hb.PingURL, "").mustStatus(t, "ping", http.StatusOK)
 	alice.waitJS(t, "the panel to say up again", row+`.classList.contains("hb-up") && `+row+`.textContent.startsWith("up nightly backup · due ")`, 5*time.Second)
 	alice.waitJS(t, "the incident resolved", rowJS("nightly backup missed its heartbeat")+` === undefined`, 5*time.Second)
+}
+
+// bannersJS is the text of the banners, one a line.
+const bannersJS = `[...document.querySelectorAll("#banners .banner")].map((b) => b.textContent).join("\n")`
+
+// TestBrowserWebhookBanners shows an admin a banner for each webhook that
+// is disabled (by an admin, or by the server after a 410) or failing, a
+// responder none, and no one once the admin has signed out.
+func TestBrowserWebhookBanners(t *testing.T) {
+	ts, admin := newConsoleServer(t, map[string]string{"bob": "responder"})
+	ok, failing, gone, off := newReceiver(t), newReceiver(t), newReceiver(t), newReceiver(t)
+	failing.setMode("fail")
+	gone.setMode("gone")
+	ts.createWebhook(t, admin, ok, `{"name":"chat"}`)
+	ts.createWebhook(t, admin, failing, `{"name":"pager"}`)
+	whGone := ts.createWebhook(t, admin, gone, `{"name":"old ticketing"}`)
+	whOff := ts.createWebhook(t, admin, off, `{"name":"staging"}`)
+	ts.request(t, "PATCH", fmt.Sprintf("/api/v1/webhooks/%d", whOff.ID), `{"enabled":false}`, bearer(admin)...).mustStatus(t, "disable", http.StatusOK)
+
+	b := newBrowser(t)
+	alice := b.openAs(t, ts, "alice")
+	alice.waitJS(t, "the banner for the disabled webhook", `document.querySelectorAll("#banners .banner").length === 1`, 5*time.Second)
+	if got, want := evalJS[string](t, alice, bannersJS), "Webhook “staging” is disabled."; got != want {
+		t.Errorf("the banners say %q, want %q", got, want)
+	}
+
+	ts.createIncident(t, "disk full", "high")
+	ts.deliverUntil(t, "an attempt to each", func() bool {
+		a, _ := ok.counts()
+		b, _ := failing.counts()
+		c, _ := gone.counts()
+		return a == 1 && b == 1 && c == 1
+	})
+	waitFor(t, "the 410 to disable the webhook", func() bool {
+		var wh webhook
+		ts.request(t, "GET", fmt.Sprintf("/api/v1/webhooks/%d", whGone.ID), "", bearer(admin)...).json(t, &wh)
+		return !wh.Enabled
+	})
+	alice.run(t, "reload", chromedp.Reload())
+	alice.waitLive(t)
+	alice.waitJS(t, "three banners", `document.querySelectorAll("#banners .banner").length === 3`, 5*time.Second)
+	banners := evalJS[string](t, alice, bannersJS)
+	for _, want := range []string{
+		"Webhook “staging” is disabled.",
+		"Webhook “old ticketing” is disabled: ",
+		"Webhook “pager” is failing: its deliveries have been held up since ",
+	} {
+		if !strings.Contains(banners, want) {
+			t.Errorf("the banners say %q, want %q", banners, want)
+		}
+	}
+	if !strings.Contains(banners, "410") {
+		t.Errorf("the banners say %q, want the 410 that disabled old ticketing", banners)
+	}
+	if strings.Contains(banners, "chat") {
+		t.Errorf("the banners say %q, which names the webhook that works", banners)
+	}
+
+	bob := b.openAs(t, ts, "bob")
+	bob.waitJS(t, "the list", rowJS("disk full")+` !== undefined`, 5*time.Second)
+	if n := evalJS[int](t, bob, `document.querySelector("#banners").children.length`); n != 0 {
+		t.Errorf("the responder sees %d banners, want none", n)
+	}
+
+	// What the admin saw goes with the admin.
+	alice.run(t, "sign out", chromedp.Click(chromedp.CSS("#signout")))
+	alice.waitJS(t, "the sign-in form", `!document.querySelector("#signin").hidden`, 5*time.Second)
+	if got := evalJS[string](t, alice, bannersJS); got != "" {
+		t.Errorf("signed out, the page still says %q", got)
+	}
 }
 
 // TestBrowserTimelineEvents shows escalated and heartbeat events in the

@@ -95,6 +95,7 @@ function showSignIn(reason) {
   stopStream();
   state.user = null;
   $("main").hidden = true;
+  $("banners").replaceChildren(); // what an admin saw goes with the admin
   $("signin").hidden = false;
   $("signin-reason").textContent = reason || "";
   $("signin-error").textContent = "";
@@ -554,20 +555,22 @@ async function loadPanels() {
   } catch {
     $("heartbeats").hidden = true;
   }
-  $("banners").replaceChildren();
+  const banners = [];
   if (state.user && state.user.role === "admin") {
     try {
       const { data } = await api("GET", "/api/v1/webhooks");
       for (const wh of data.filter((w) => !w.enabled)) {
-        $("banners").append(el("div", { class: "banner" },
+        banners.push(el("div", { class: "banner" },
           `Webhook “${wh.name}” is disabled` + (wh.disabled_reason ? `: ${wh.disabled_reason}` : ".")));
       }
       for (const wh of data.filter((w) => w.enabled && w.failing_since)) {
-        $("banners").append(el("div", { class: "banner" },
+        banners.push(el("div", { class: "banner" },
           `Webhook “${wh.name}” is failing: its deliveries have been held up since ${fmtTime(wh.failing_since)}.`));
       }
     } catch { /* the banner is a courtesy */ }
   }
+  // Signed out while the list was on its way: it is no one's to see.
+  if (!$("main").hidden) $("banners").replaceChildren(...banners);
 }
 
 // ---- Views ----
