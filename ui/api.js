@@ -84,7 +84,8 @@ export function nextPage(headers) {
 
 // eventTypes are the stream's event types the console knows; it ignores
 // any other, as the API asks.
-const eventTypes = ["added", "occurred", "acknowledged", "unacknowledged", "resolved", "reopened", "noted"];
+const eventTypes = ["added", "occurred", "acknowledged", "unacknowledged", "resolved", "reopened", "noted",
+  "escalated", "heartbeat_down", "heartbeat_up"];
 
 // Stream follows /api/v1/events. It resumes after a drop from the last
 // event it saw (?since=, which is what Last-Event-ID does, but a ticket

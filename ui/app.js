@@ -26,6 +26,7 @@ const state = {
   historyNext: "",
   renderQueued: false,
   expiryTimer: 0,
+  panelsTimer: 0,
   liveURL: "/ui/",      // the live list as last filtered, for Back and g
 };
 
@@ -94,6 +95,7 @@ function showSignIn(reason) {
   stopStream();
   state.user = null;
   $("main").hidden = true;
+  $("banners").replaceChildren(); // what an admin saw goes with the admin
   $("signin").hidden = false;
   $("signin-reason").textContent = reason || "";
   $("signin-error").textContent = "";
@@ -217,8 +219,13 @@ function applyEvent(ev) {
   }
   if (state.detail && state.detail.incident.id === inc.id) {
     state.detail.incident = state.incidents.get(inc.id);
-    state.detail.events.push(ev);
+    // The timeline read over REST may hold it already.
+    if (!state.detail.events.some((e) => e.seq === ev.seq)) state.detail.events.push(ev);
     renderDetail();
+  }
+  if (ev.type === "heartbeat_down" || ev.type === "heartbeat_up") {
+    clearTimeout(state.panelsTimer); // one reading for a burst
+    state.panelsTimer = setTimeout(loadPanels, 100);
   }
   queueRender();
 }
@@ -427,7 +434,9 @@ function renderDetail() {
     const buttons = actionsFrom[inc.status].map((a) => {
       const b = el("button", { type: "button", "data-detail-act": a }, actionLabels[a]);
       b.addEventListener("click", async () => {
-        if (await act([inc.id], a, note.value.trim())) note.value = "";
+        // The field is read again once done: the detail may have been
+        // rendered anew meanwhile.
+        if (await act([inc.id], a, note.value.trim())) $("detail-note").value = "";
       });
       return b;
     });
@@ -437,18 +446,32 @@ function renderDetail() {
       if (!body) { note.focus(); return; }
       try {
         await api("POST", `/api/v1/incidents/${inc.id}/notes`, { body: { body } });
-        note.value = "";
+        $("detail-note").value = "";
       } catch (e) { toast("Could not add the note: " + e.message); }
     });
     parts.push(el("div", { class: "act" }, note, el("div", {}, ...buttons, addNote)));
   }
+  const notes = events.filter((ev) => ev.note).map((ev) => ev.note);
+  parts.push(el("h3", {}, "Notes"), notes.length
+    ? el("ol", { class: "notes" }, ...notes.map((n) => el("li", {},
+      el("time", { datetime: n.created_at }, fmtTime(n.created_at)), " ", n.author || "system",
+      el("blockquote", {}, n.body))))
+    : el("p", { class: "muted" }, "No notes yet."));
   parts.push(el("h3", {}, "Timeline"), el("ol", { class: "timeline" }, ...events.map((ev) => el("li", {},
     el("time", { datetime: ev.created_at }, fmtTime(ev.created_at)), " ",
     el("b", {}, ev.type), " by ", actorName(ev.actor),
     ev.escalation ? ` (${ev.escalation.policy}, step ${ev.escalation.step})` : "",
     ev.heartbeat ? ` (heartbeat ${ev.heartbeat.name})` : "",
     ev.note ? el("blockquote", {}, ev.note.body) : ""))));
+  // A note being written survives the detail being rendered anew.
+  const old = $("detail-note");
+  const draft = old && { value: old.value, focused: document.activeElement === old, start: old.selectionStart, end: old.selectionEnd };
   $("detail").replaceChildren(...parts);
+  const note = $("detail-note");
+  if (draft && note) {
+    note.value = draft.value;
+    if (draft.focused) { note.focus(); note.setSelectionRange(draft.start, draft.end); }
+  }
 }
 
 // ---- History ----
@@ -532,20 +555,22 @@ async function loadPanels() {
   } catch {
     $("heartbeats").hidden = true;
   }
-  $("banners").replaceChildren();
+  const banners = [];
   if (state.user && state.user.role === "admin") {
     try {
       const { data } = await api("GET", "/api/v1/webhooks");
       for (const wh of data.filter((w) => !w.enabled)) {
-        $("banners").append(el("div", { class: "banner" },
+        banners.push(el("div", { class: "banner" },
           `Webhook “${wh.name}” is disabled` + (wh.disabled_reason ? `: ${wh.disabled_reason}` : ".")));
       }
       for (const wh of data.filter((w) => w.enabled && w.failing_since)) {
-        $("banners").append(el("div", { class: "banner" },
+        banners.push(el("div", { class: "banner" },
           `Webhook “${wh.name}” is failing: its deliveries have been held up since ${fmtTime(wh.failing_since)}.`));
       }
     } catch { /* the banner is a courtesy */ }
   }
+  // Signed out while the list was on its way: it is no one's to see.
+  if (!$("main").hidden) $("banners").replaceChildren(...banners);
 }
 
 // ---- Views ----
@@ -590,14 +615,16 @@ function moveCursor(delta) {
 function onKey(ev) {
   const t = ev.target;
   const typing = t instanceof HTMLInputElement || t instanceof HTMLTextAreaElement;
+  const view = readURL().view;
   if (ev.key === "Escape") {
     if ($("help").open) $("help").close();
     else if (typing) t.blur();
+    else if (view === "detail") go(state.liveURL);
     else { state.selected.clear(); queueRender(); }
     return;
   }
-  if (typing || ev.ctrlKey || ev.metaKey || ev.altKey || $("main").hidden) return;
-  const view = readURL().view;
+  // Behind the open help no key acts: the user cannot see what it does.
+  if (typing || ev.ctrlKey || ev.metaKey || ev.altKey || $("main").hidden || $("help").open) return;
   const manage = canManage();
   switch (ev.key) {
     case "?": $("help").showModal(); break;
