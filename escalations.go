@@ -308,28 +308,6 @@ func (s *server) handleEscalationPolicyCreate(w http.ResponseWriter, r *http.Req
 	return writeJSON(w, http.StatusCreated, created)
 }
 
-// handleEscalationPolicyList handles GET /api/v1/escalation-policies.
-func (s *server) handleEscalationPolicyList(w http.ResponseWriter, r *http.Request) error {
-	list, err := s.store.EscalationPolicies(r.Context())
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, list)
-}
-
-// handleEscalationPolicyGet handles GET /api/v1/escalation-policies/{id}.
-func (s *server) handleEscalationPolicyGet(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	p, err := s.store.EscalationPolicy(r.Context(), id)
-	if err != nil {
-		return notFoundAs(err, errEscalationPolicyNotFound)
-	}
-	return writeJSON(w, http.StatusOK, p)
-}
-
 // handleEscalationPolicyUpdate handles PATCH
 // /api/v1/escalation-policies/{id}. It applies to the incidents already
 // escalating: a step already sent is not sent again.
@@ -352,19 +330,4 @@ func (s *server) handleEscalationPolicyUpdate(w http.ResponseWriter, r *http.Req
 		return p.asInvalid(notFoundAs(conflictAs(err, errEscalationPolicyNameTaken), errEscalationPolicyNotFound))
 	}
 	return writeJSON(w, http.StatusOK, updated)
-}
-
-// handleEscalationPolicyDelete handles DELETE
-// /api/v1/escalation-policies/{id}: the incidents it escalates stop being
-// escalated by it.
-func (s *server) handleEscalationPolicyDelete(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	if err := s.store.DeleteAudited(r.Context(), "escalation_policy", id, s.adminAudit(r, "escalation_policy.deleted"), s.now()); err != nil {
-		return notFoundAs(err, errEscalationPolicyNotFound)
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }

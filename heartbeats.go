@@ -87,28 +87,6 @@ func (s *server) handleHeartbeatCreate(w http.ResponseWriter, r *http.Request) e
 	return writeJSON(w, http.StatusCreated, heartbeatWithURL{created, "/api/v1/heartbeats/ping/" + token})
 }
 
-// handleHeartbeatList handles GET /api/v1/heartbeats.
-func (s *server) handleHeartbeatList(w http.ResponseWriter, r *http.Request) error {
-	list, err := s.store.Heartbeats(r.Context())
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, list)
-}
-
-// handleHeartbeatGet handles GET /api/v1/heartbeats/{id}.
-func (s *server) handleHeartbeatGet(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	hb, err := s.store.Heartbeat(r.Context(), id)
-	if err != nil {
-		return notFoundAs(err, errHeartbeatNotFound)
-	}
-	return writeJSON(w, http.StatusOK, hb)
-}
-
 // handleHeartbeatUpdate handles PATCH /api/v1/heartbeats/{id}.
 func (s *server) handleHeartbeatUpdate(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
@@ -127,19 +105,6 @@ func (s *server) handleHeartbeatUpdate(w http.ResponseWriter, r *http.Request) e
 		return notFoundAs(conflictAs(err, errHeartbeatNameTaken), errHeartbeatNotFound)
 	}
 	return writeJSON(w, http.StatusOK, updated)
-}
-
-// handleHeartbeatDelete handles DELETE /api/v1/heartbeats/{id}.
-func (s *server) handleHeartbeatDelete(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	if err := s.store.DeleteAudited(r.Context(), "heartbeat", id, s.adminAudit(r, "heartbeat.deleted"), s.now()); err != nil {
-		return notFoundAs(err, errHeartbeatNotFound)
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 // handlePing handles HEAD, GET and POST /api/v1/heartbeats/ping/{token}

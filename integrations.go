@@ -111,28 +111,6 @@ func (s *server) handleIntegrationCreate(w http.ResponseWriter, r *http.Request)
 	return writeJSON(w, http.StatusCreated, integrationWithKey{created, key})
 }
 
-// handleIntegrationList handles GET /api/v1/integrations.
-func (s *server) handleIntegrationList(w http.ResponseWriter, r *http.Request) error {
-	list, err := s.store.Integrations(r.Context())
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, list)
-}
-
-// handleIntegrationGet handles GET /api/v1/integrations/{id}.
-func (s *server) handleIntegrationGet(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	ig, err := s.store.Integration(r.Context(), id)
-	if err != nil {
-		return notFoundAs(err, errIntegrationNotFound)
-	}
-	return writeJSON(w, http.StatusOK, ig)
-}
-
 // handleIntegrationUpdate handles PATCH /api/v1/integrations/{id}.
 func (s *server) handleIntegrationUpdate(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
@@ -168,19 +146,6 @@ func (s *server) handleIntegrationRotate(w http.ResponseWriter, r *http.Request)
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, integrationWithKey{updated, key})
-}
-
-// handleIntegrationDelete handles DELETE /api/v1/integrations/{id}.
-func (s *server) handleIntegrationDelete(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	if err := s.store.DeleteAudited(r.Context(), "integration", id, s.adminAudit(r, "integration.deleted"), s.now()); err != nil {
-		return notFoundAs(err, errIntegrationNotFound)
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 // adminAudit is the audit entry of an admin's action.

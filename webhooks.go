@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -168,28 +167,6 @@ func (s *server) handleWebhookCreate(w http.ResponseWriter, r *http.Request) err
 	return writeJSON(w, http.StatusCreated, webhookWithSecret{created, secret})
 }
 
-// handleWebhookList handles GET /api/v1/webhooks.
-func (s *server) handleWebhookList(w http.ResponseWriter, r *http.Request) error {
-	list, err := s.store.Webhooks(r.Context())
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, list)
-}
-
-// handleWebhookGet handles GET /api/v1/webhooks/{id}.
-func (s *server) handleWebhookGet(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	wh, err := s.store.Webhook(r.Context(), id)
-	if err != nil {
-		return notFoundAs(err, errWebhookNotFound)
-	}
-	return writeJSON(w, http.StatusOK, wh)
-}
-
 // handleWebhookUpdate handles PATCH /api/v1/webhooks/{id}.
 func (s *server) handleWebhookUpdate(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
@@ -226,24 +203,6 @@ func (s *server) handleWebhookRotate(w http.ResponseWriter, r *http.Request) err
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, webhookWithSecret{updated, secret})
-}
-
-// handleWebhookDelete handles DELETE /api/v1/webhooks/{id}; its pending
-// deliveries go with it. A webhook an escalation policy notifies is kept
-// (409), so that no step silently loses its target.
-func (s *server) handleWebhookDelete(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	if err := s.store.DeleteAudited(r.Context(), "webhook", id, s.adminAudit(r, "webhook.deleted"), s.now()); err != nil {
-		if errors.Is(err, errReferenced) {
-			return errWebhookInUse
-		}
-		return notFoundAs(err, errWebhookNotFound)
-	}
-	w.WriteHeader(http.StatusNoContent)
-	return nil
 }
 
 // handleWebhookTest handles POST /api/v1/webhooks/{id}/test: a test event
