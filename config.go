@@ -262,7 +262,8 @@ func validDatabaseURL(s string) bool {
 }
 
 // parseDotEnv reads KEY=VALUE lines, # comments, blank lines, an optional
-// "export " prefix and optional single or double quotes around the value.
+// "export " prefix and optional single or double quotes around the value,
+// which a comment may follow.
 func parseDotEnv(r io.Reader) (map[string]string, error) {
 	vars := map[string]string{}
 	sc := bufio.NewScanner(r)
@@ -278,8 +279,12 @@ func parseDotEnv(r io.Reader) (map[string]string, error) {
 			return nil, fmt.Errorf(".env line %d: want KEY=VALUE", n)
 		}
 		value = strings.TrimSpace(value)
-		if len(value) >= 2 && (value[0] == '"' || value[0] == '\'') && value[len(value)-1] == value[0] {
-			value = value[1 : len(value)-1]
+		if value != "" && (value[0] == '"' || value[0] == '\'') {
+			end := strings.IndexByte(value[1:], value[0]) + 1
+			if rest := strings.TrimSpace(value[end+1:]); end == 0 || rest != "" && !strings.HasPrefix(rest, "#") {
+				return nil, fmt.Errorf(".env line %d: a quoted value ends with its quote (and maybe a # comment)", n)
+			}
+			value = value[1:end]
 		} else if i := strings.Index(value, " #"); i >= 0 {
 			value = strings.TrimSpace(value[:i])
 		}

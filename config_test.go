@@ -185,6 +185,8 @@ export SECRET_KEY="with spaces and # hash"
 ALGORITHM='HS384'
 ADDR=:9000 # trailing comment
 EMPTY=
+PUBLIC_URL="https://incidents.example.com" # quoted, then a comment
+QUOTED_EMPTY=''
 `))
 	if err != nil {
 		t.Fatalf("parseDotEnv: %v", err)
@@ -195,6 +197,8 @@ EMPTY=
 		"ALGORITHM":    "HS384",
 		"ADDR":         ":9000",
 		"EMPTY":        "",
+		"PUBLIC_URL":   "https://incidents.example.com",
+		"QUOTED_EMPTY": "",
 	}
 	for k, v := range want {
 		if vars[k] != v {
@@ -204,8 +208,10 @@ EMPTY=
 	if len(vars) != len(want) {
 		t.Errorf("got %d variables, want %d: %v", len(vars), len(want), vars)
 	}
-	if _, err := parseDotEnv(strings.NewReader("NOT A PAIR\n")); err == nil || !strings.Contains(err.Error(), "line 1") {
-		t.Errorf("parseDotEnv(bad line) error = %v, want one naming line 1", err)
+	for _, bad := range []string{"NOT A PAIR\n", "KEY=\"no end\n", "KEY='a' b\n", "KEY=\"\n"} {
+		if _, err := parseDotEnv(strings.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "line 1") {
+			t.Errorf("parseDotEnv(%q) error = %v, want one naming line 1", bad, err)
+		}
 	}
 
 	getenv := withDotEnv(func(k string) string { return map[string]string{"ALGORITHM": "HS512"}[k] }, vars)
