@@ -116,7 +116,7 @@ func objectField(problems []fieldError, loc []string, v jsonValue, dst any) (boo
 	if !v.Present || string(v.Raw) == "null" {
 		return false, problems
 	}
-	if v.Raw[0] != '{' || json.Unmarshal(v.Raw, dst) != nil {
+	if v.Raw[0] != '{' || unmarshalExact(v.Raw, dst) != nil {
 		return false, append(problems, fieldError{Type: "dict_type", Loc: loc, Msg: "Input should be a valid dictionary"})
 	}
 	return true, problems

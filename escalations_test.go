@@ -63,6 +63,14 @@ func TestEscalationPolicyAdmin(t *testing.T) {
 	if !strings.Contains(string(got), want) {
 		t.Errorf("created %s; want it to contain %s (delays written back in one form, repeated ids dropped)", got, want)
 	}
+	// Keys match exactly inside the body too, as at its top level: another
+	// spelling is an unknown field, not a second value.
+	exact := create[escalationPolicy](t, ts, admin, path, fmt.Sprintf(`{"name":"exact","match":{"min_severity":"high","MIN_SEVERITY":"low"},
+		"steps":[{"after":"5m","AFTER":"168h","webhooks":[%d]}],"repeat":{"every":"5m","times":1,"Times":100}}`, first.ID))
+	if exact.Match.MinSeverity != "high" || exact.Steps[0].After != "5m" || exact.Repeat.Times != 1 {
+		t.Errorf("created %+v; want the exactly spelled values: high, 5m, 1 time", exact)
+	}
+	ts.request(t, "DELETE", fmt.Sprintf("%s/%d", path, exact.ID), "", bearer(admin)...).mustStatus(t, "delete", http.StatusNoContent)
 	minimal := create[escalationPolicy](t, ts, admin, path, fmt.Sprintf(`{"name":"all","steps":[{"after":"5m","webhooks":[%d]}]}`, first.ID))
 	if minimal.Match.MinSeverity != "low" || len(minimal.Match.Labels) != 0 || minimal.Repeat != nil {
 		t.Errorf("created %+v; want the defaults: every incident, no repeat", minimal)

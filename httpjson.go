@@ -76,28 +76,35 @@ func decodeObject(body []byte, loc string, dst any) error {
 	if err := invalid(jsonBodyProblems(raw, loc)...); err != nil {
 		return err
 	}
-	// Field names match exactly, as the original's did: encoding/json
-	// would also take "Title" for "title", and the last of two spellings.
+	if err := unmarshalExact(raw, dst); err != nil {
+		// Only a field type without a lenient decoder gets here.
+		return invalid(fieldError{Type: "json_invalid", Loc: []string{loc}, Msg: "JSON decode error"})
+	}
+	return nil
+}
+
+// unmarshalExact decodes the JSON object raw into the struct dst points to,
+// its field names matched exactly, as the original's were: encoding/json
+// would also take "Title" for "title", and the last of two spellings.
+// Unknown fields are ignored. Objects inside a body (an escalation
+// policy's steps) are read with it too.
+func unmarshalExact(raw []byte, dst any) error {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
-		return invalid(fieldError{Type: "json_invalid", Loc: []string{loc}, Msg: "JSON decode error"})
+		return err
 	}
 	names := jsonFieldNames(reflect.TypeOf(dst).Elem())
 	dropped := false
 	for name := range fields {
 		if !names[name] {
-			delete(fields, name) // unknown fields are ignored
+			delete(fields, name)
 			dropped = true
 		}
 	}
-	if dropped { // the usual body has only known fields: decode it as it came
+	if dropped { // the usual object has only known fields: decode it as it came
 		raw, _ = marshalJSON(fields)
 	}
-	if err := json.Unmarshal(raw, dst); err != nil {
-		// Only a field type without a lenient decoder gets here.
-		return invalid(fieldError{Type: "json_invalid", Loc: []string{loc}, Msg: "JSON decode error"})
-	}
-	return nil
+	return json.Unmarshal(raw, dst)
 }
 
 // jsonFieldNames are the JSON names of struct type t's fields.
