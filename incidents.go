@@ -358,10 +358,10 @@ func (s *server) handleIncidentStats(w http.ResponseWriter, r *http.Request) err
 		return err
 	}
 	rt := &stats.ResponseTimes
-	if rt.Last7Days, err = s.store.PeriodTimes(r.Context(), end.Add(-7*24*time.Hour), end); err != nil {
+	if rt.Last7Days, err = s.store.PeriodTimes(r.Context(), periodStart(end, 7), end); err != nil {
 		return err
 	}
-	if rt.Last30Days, err = s.store.PeriodTimes(r.Context(), end.Add(-30*24*time.Hour), end); err != nil {
+	if rt.Last30Days, err = s.store.PeriodTimes(r.Context(), periodStart(end, 30), end); err != nil {
 		return err
 	}
 	if since != nil {
@@ -372,6 +372,16 @@ func (s *server) handleIncidentStats(w http.ResponseWriter, r *http.Request) err
 		rt.Range = &p
 	}
 	return writeJSON(w, http.StatusOK, stats)
+}
+
+// periodStart is the start of the period of days days before end, no
+// earlier than year 1: the API writes no time outside years 1 to 9999.
+func periodStart(end time.Time, days int) time.Time {
+	start, first := end.AddDate(0, 0, -days), time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	if start.Before(first) {
+		return first
+	}
+	return start
 }
 
 // transitionRequest is the optional body of the lifecycle routes.

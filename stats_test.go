@@ -113,4 +113,12 @@ func TestStatsValidation(t *testing.T) {
 	} {
 		ts.request(t, "GET", "/api/v1/incidents/stats?"+query, "").mustStatus(t, "stats?"+query, http.StatusOK)
 	}
+	// At the start of year 1 the periods start there: the API writes no
+	// time in year 0.
+	var early incidentStats
+	ts.request(t, "GET", "/api/v1/incidents/stats?until=0001-01-02T00:00:00Z", "").mustStatus(t, "stats in year 1", http.StatusOK).json(t, &early)
+	first := time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	if rt := early.ResponseTimes; !rt.Last7Days.Since.Equal(first) || !rt.Last30Days.Since.Equal(first) {
+		t.Errorf("periods until 0001-01-02 start at %v and %v, want %v", rt.Last7Days.Since, rt.Last30Days.Since, first)
+	}
 }
