@@ -137,7 +137,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		metricsServer := &http.Server{
 			Handler:           srv.metricsRoutes(),
 			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+			// A scrape is short: no connection stays open for long.
+			ReadTimeout:  10 * time.Second,
+			WriteTimeout: 30 * time.Second,
+			IdleTimeout:  2 * time.Minute,
+			ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		}
 		go metricsServer.Serve(mln)
 		defer metricsServer.Close()

@@ -265,14 +265,26 @@ func (s *server) scrape(ctx context.Context) []byte {
 	if err == nil {
 		up = 1
 		e.header("incidents_open", "Unresolved incidents, by severity and status.", "gauge")
-		for _, status := range []string{"acknowledged", "open"} {
-			for _, sev := range severities {
-				e.sample("incidents_open", []string{"severity", "status"}, []string{sev, status}, float64(counts.open[[2]string{sev, status}]))
-			}
-		}
+		// Rows the original service wrote may hold other severities and
+		// statuses: they count, summed, as "unknown". Known pairs are
+		// always written, so a series does not vanish at zero.
+		open := map[[2]string]int64{}
 		for k, n := range counts.open {
-			if !slices.Contains(severities, k[0]) { // rows the original service wrote
-				e.sample("incidents_open", []string{"severity", "status"}, []string{"unknown", k[1]}, float64(n))
+			sev, status := k[0], k[1]
+			if !slices.Contains(severities, sev) {
+				sev = "unknown"
+			}
+			if status != "open" && status != "acknowledged" {
+				status = "unknown"
+			}
+			open[[2]string{sev, status}] += n
+		}
+		for _, status := range []string{"acknowledged", "open", "unknown"} {
+			for _, sev := range append(slices.Clone(severities), "unknown") {
+				n, seen := open[[2]string{sev, status}]
+				if seen || sev != "unknown" && status != "unknown" {
+					e.sample("incidents_open", []string{"severity", "status"}, []string{sev, status}, float64(n))
+				}
 			}
 		}
 		e.header("incidents_heartbeats", "Heartbeats, by state.", "gauge")

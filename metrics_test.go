@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -460,5 +462,42 @@ func TestMetricsDashboardAndAlerts(t *testing.T) {
 		if found < 5 {
 			t.Errorf("%s: %d metric names found; want the queries", file, found)
 		}
+	}
+}
+
+// Incidents the original service wrote may hold any severity or status
+// (the constraints are NOT VALID): they count, summed, as "unknown", one
+// series per pair, never the same series twice in one scrape.
+func TestMetricsUnknownSeverities(t *testing.T) {
+	ts := newTestServer(t)
+	var ids []int64
+	for _, title := range []string{"legacy one", "legacy two", "legacy three"} {
+		ids = append(ids, ts.createIncident(t, title, "low").ID)
+	}
+	ctx := context.Background()
+	for _, q := range []string{
+		`ALTER TABLE incidents DROP CONSTRAINT incidents_severity_valid`,
+		`ALTER TABLE incidents DROP CONSTRAINT incidents_status_valid_v2`,
+	} {
+		if _, err := ts.st.db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ts.st.db.ExecContext(ctx, `UPDATE incidents SET
+		severity = CASE id WHEN $1 THEN 'warning' WHEN $2 THEN 'info' ELSE 'high' END,
+		status = CASE id WHEN $3 THEN 'investigating' ELSE status END WHERE id = ANY($4)`,
+		ids[0], ids[1], ids[2], pq.Array(ids)); err != nil {
+		t.Fatal(err)
+	}
+	r := ts.request(t, "GET", "/metrics", "").mustStatus(t, "GET /metrics", http.StatusOK)
+	var lines []string
+	for _, line := range strings.Split(string(r.body), "\n") {
+		if strings.HasPrefix(line, `incidents_open{`) && strings.Contains(line, "unknown") {
+			lines = append(lines, line)
+		}
+	}
+	want := []string{`incidents_open{severity="unknown",status="open"} 2`, `incidents_open{severity="high",status="unknown"} 1`}
+	if !slices.Equal(lines, want) {
+		t.Errorf("series with unknown values = %q, want %q", lines, want)
 	}
 }
