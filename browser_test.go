@@ -318,6 +318,20 @@ func TestBrowserConsole(t *testing.T) {
 		if got := evalJS[string](t, alice, "location.search"); got != "?view=history" {
 			t.Errorf("the history's URL is %q, want ?view=history", got)
 		}
+		// A hand-edited date that is not one sets no bound (and throws
+		// nothing, which would fail the test).
+		alice.run(t, "open a history with a bad date", chromedp.Navigate(ts.URL+"/ui/?view=history&from=x&to=2026-13-45"))
+		alice.waitJS(t, "the history despite it", `document.querySelector("#history-list").textContent.includes(`+jsString(disk.Title)+`)`, 5*time.Second)
+	})
+
+	t.Run("a label filter matches own labels only", func(t *testing.T) {
+		// "constructor" is on every JavaScript object, but on no incident.
+		alice.run(t, "filter by a label no incident has", chromedp.Navigate(ts.URL+"/ui/?label=constructor"))
+		alice.waitLive(t)
+		alice.waitJS(t, "the list, filtered to nothing", `!document.querySelector("#list-empty").hidden`, 5*time.Second)
+		if n := evalJS[int](t, alice, `document.querySelectorAll("#list li").length`); n != 0 {
+			t.Errorf("label=constructor lists %d incidents, want none", n)
+		}
 	})
 
 	t.Run("a viewer sees no action buttons", func(t *testing.T) {

@@ -266,7 +266,7 @@ function matches(inc, f) {
   if (f.label) {
     const i = f.label.indexOf(":");
     const k = i < 0 ? f.label : f.label.slice(0, i), v = i < 0 ? null : f.label.slice(i + 1);
-    if (!(k in (inc.labels || {})) || (v !== null && inc.labels[k] !== v)) return false;
+    if (!Object.hasOwn(inc.labels || {}, k) || (v !== null && inc.labels[k] !== v)) return false;
   }
   return true;
 }
@@ -476,11 +476,14 @@ function renderDetail() {
 
 // ---- History ----
 
-function dayStart(d) { return d ? new Date(d + "T00:00:00").toISOString() : ""; }
-function dayEnd(d) {
-  if (!d) return "";
+// dayStart and dayEnd bound a day given as YYYY-MM-DD in local time; a
+// date that is not one (a hand-edited URL) sets no bound.
+function dayStart(d) { return dayBound(d, 0); }
+function dayEnd(d) { return dayBound(d, 1); }
+function dayBound(d, add) {
   const t = new Date(d + "T00:00:00");
-  t.setDate(t.getDate() + 1);
+  if (!d || isNaN(t)) return "";
+  t.setDate(t.getDate() + add);
   return t.toISOString();
 }
 
