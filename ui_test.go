@@ -2,8 +2,10 @@ package main
 
 import (
 	"io/fs"
+	"math"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -186,4 +188,64 @@ func TestUIHasNoInlineCode(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestUIContrast checks the console's claim that its colours meet WCAG
+// AA: every text colour on every background it is shown on has a contrast
+// ratio of at least 4.5, in the light and the dark scheme.
+func TestUIContrast(t *testing.T) {
+	css, err := uiFiles.ReadFile("ui/app.css")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile(`(?s):root \{(.*?)\}`).FindAllStringSubmatch(string(css), -1)
+	if len(blocks) != 2 {
+		t.Fatalf("found %d :root blocks in app.css, want 2 (light, then dark)", len(blocks))
+	}
+	texts := []string{"fg", "muted", "accent", "critical", "high", "medium", "low", "ok", "bad"}
+	backgrounds := []string{"bg", "panel", "fresh", "sel"}
+	for i, scheme := range []string{"light", "dark"} {
+		colors := map[string][3]float64{}
+		for _, m := range regexp.MustCompile(`--([a-z]+): #([0-9a-f]{6});`).FindAllStringSubmatch(blocks[i][1], -1) {
+			var c [3]float64
+			for j := range 3 {
+				v, _ := strconv.ParseUint(m[2][2*j:2*j+2], 16, 8)
+				c[j] = float64(v) / 255
+			}
+			colors[m[1]] = c
+		}
+		pairs := [][2]string{{"bg", "accent"}} // a primary button's label
+		for _, fg := range texts {
+			for _, bg := range backgrounds {
+				pairs = append(pairs, [2]string{fg, bg})
+			}
+		}
+		for _, p := range pairs {
+			fg, okF := colors[p[0]]
+			bg, okB := colors[p[1]]
+			if !okF || !okB {
+				t.Fatalf("%s scheme: --%s or --%s is not a #rrggbb colour in app.css", scheme, p[0], p[1])
+			}
+			if r := contrastRatio(fg, bg); r < 4.5 {
+				t.Errorf("%s scheme: --%s on --%s has contrast %.2f, want at least 4.5", scheme, p[0], p[1], r)
+			}
+		}
+	}
+}
+
+// contrastRatio is WCAG 2's contrast ratio of two sRGB colours.
+func contrastRatio(a, b [3]float64) float64 {
+	luminance := func(c [3]float64) float64 {
+		var l [3]float64
+		for i, v := range c {
+			if v <= 0.04045 {
+				l[i] = v / 12.92
+			} else {
+				l[i] = math.Pow((v+0.055)/1.055, 2.4)
+			}
+		}
+		return 0.2126*l[0] + 0.7152*l[1] + 0.0722*l[2]
+	}
+	la, lb := luminance(a), luminance(b)
+	return (max(la, lb) + 0.05) / (min(la, lb) + 0.05)
 }
