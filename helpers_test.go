@@ -76,20 +76,26 @@ type testServer struct {
 // connects with, is the fresh database's).
 func newTestServer(t testing.TB, adjust ...func(*config)) *testServer {
 	t.Helper()
+	ts := newIdleServer(t, adjust...)
+	ts.startBackground(t)
+	return ts
+}
+
+// newIdleServer is a server on a fresh database whose event feed and timer
+// loop do not run: a replica that is down, or about to die.
+func newIdleServer(t testing.TB, adjust ...func(*config)) *testServer {
+	t.Helper()
 	cfg := testConfig()
-	dsn := newTestDSN(t)
-	cfg.databaseURL = dsn
+	cfg.databaseURL = newTestDSN(t)
 	for _, f := range adjust {
 		f(&cfg)
 	}
-	st, err := openStore(context.Background(), dsn, 5*time.Second, defaultDBMaxConns)
+	st, err := openStore(context.Background(), cfg.databaseURL, 5*time.Second, defaultDBMaxConns)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ts := newTestServerOn(t, st, cfg)
-	ts.startBackground(t)
-	return ts
+	return newTestServerOn(t, st, cfg)
 }
 
 // newTestServerOn starts a server on an existing store.

@@ -584,34 +584,6 @@ func TestWebhooksAcrossReplicas(t *testing.T) {
 	}
 }
 
-// newIdleServer is a server on a fresh database whose event feed and timer
-// loop do not run: a replica that is down, or about to die.
-func newIdleServer(t *testing.T) *testServer {
-	t.Helper()
-	cfg := testConfig()
-	cfg.databaseURL = newTestDSN(t)
-	st, err := openStore(context.Background(), cfg.databaseURL, 5*time.Second, defaultDBMaxConns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return newTestServerOn(t, st, cfg)
-}
-
-// startReplica starts a server, with its feed and timer loop, on the
-// database of down.
-func startReplica(t *testing.T, down *testServer) *testServer {
-	t.Helper()
-	st, err := openStore(context.Background(), down.srv.cfg.databaseURL, 5*time.Second, defaultDBMaxConns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	ts := newTestServerOn(t, st, down.srv.cfg)
-	ts.startBackground(t)
-	return ts
-}
-
 func TestWebhookEventsWhileDown(t *testing.T) {
 	down := newIdleServer(t)
 	admin := down.register(t, "admin", "password1")
@@ -620,7 +592,7 @@ func TestWebhookEventsWhileDown(t *testing.T) {
 	for i := range 3 {
 		down.createIncident(t, fmt.Sprintf("incident %d", i), "high")
 	}
-	up := startReplica(t, down)
+	up := down.replica(t)
 	up.deliverUntil(t, "the events committed while no loop ran", func() bool { _, got := rc.counts(); return got == 3 })
 }
 
@@ -644,7 +616,7 @@ func TestWebhookLeaseExpired(t *testing.T) {
 	if err != nil || len(claimed) != 1 {
 		t.Fatalf("claimed %v, %v; want one delivery", claimed, err)
 	}
-	up := startReplica(t, dying)
+	up := dying.replica(t)
 	up.clock.Advance(dying.clock.Now().Sub(up.clock.Now())) // the same time
 	up.deliver()
 	if n, _ := rc.counts(); n != 0 {
@@ -879,7 +851,7 @@ func TestWebhookRetriesResumeAfterRestart(t *testing.T) {
 	// Another server, started later, goes on with the series from the
 	// database: not before the third attempt is due, then with the same
 	// webhook-id.
-	next := startReplica(t, first)
+	next := first.replica(t)
 	next.clock.Advance(first.clock.Now().Sub(next.clock.Now()))
 	next.deliver()
 	if n, _ := rc.counts(); n != 2 {
