@@ -41,9 +41,10 @@ func getHandler[T any](get func(context.Context, int64) (T, error), notFound err
 
 // deleteHandler handles DELETE of the kind (a key of adminTables) with the
 // path's {id}, audited as "<kind>.deleted". What depends on it goes with
-// it (a webhook's deliveries), except a webhook that an escalation policy
-// notifies: that is a 409, so that no step loses its target unseen.
-func (s *server) deleteHandler(kind string, notFound error) func(http.ResponseWriter, *http.Request) error {
+// it (a webhook's deliveries), but for rows that refer to it and must not
+// lose it unseen (an escalation policy's webhooks): those make it inUse, a
+// 409. Kinds nothing refers to pass nil.
+func (s *server) deleteHandler(kind string, notFound, inUse error) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		id, err := pathID(r)
 		if err != nil {
@@ -51,8 +52,8 @@ func (s *server) deleteHandler(kind string, notFound error) func(http.ResponseWr
 		}
 		err = s.store.DeleteAudited(r.Context(), kind, id, s.adminAudit(r, kind+".deleted"), s.now())
 		switch {
-		case errors.Is(err, errReferenced):
-			return errWebhookInUse
+		case errors.Is(err, errReferenced) && inUse != nil:
+			return inUse
 		case err != nil:
 			return notFoundAs(err, notFound)
 		}
