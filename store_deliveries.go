@@ -27,10 +27,10 @@ func (d delivery) msgID() string { return fmt.Sprintf("msg_%d_%d", d.WebhookID, 
 // at a time. upTo must be a position the stream's feed has reached, below
 // which every event has committed (or never will): ids are taken before
 // commit, so reading to the table's end could pass an id whose transaction
-// is still open and skip its event for good. body builds what is sent;
-// ok false leaves an event out. Webhooks another replica is queueing are
-// skipped.
-func (st *store) QueueWebhookEvents(ctx context.Context, upTo int64, now time.Time, body func(webhook, storedEvent) ([]byte, bool)) error {
+// is still open and skip its event for good. bodies builds what an event
+// sends to each of the webhooks it is handed; nil leaves one out.
+// Webhooks another replica is queueing are skipped.
+func (st *store) QueueWebhookEvents(ctx context.Context, upTo int64, now time.Time, bodies func(storedEvent, []webhook) [][]byte) error {
 	ctx, cancel := st.withTimeout(ctx)
 	defer cancel()
 	return st.inTx(ctx, func(tx *sql.Tx) error {
@@ -66,24 +66,33 @@ func (st *store) QueueWebhookEvents(ctx context.Context, upTo int64, now time.Ti
 		if more {
 			read = events[len(events)-1].Seq
 		}
-		for _, b := range list {
-			if b.cursor >= read {
-				continue
+		// Event by event, each handed once with the webhooks whose cursor
+		// it is past.
+		for _, e := range events {
+			if e.Seq > read {
+				break
 			}
-			for _, e := range events {
-				if e.Seq <= b.cursor || e.Seq > read {
-					continue
+			var hooks []webhook
+			for _, b := range list {
+				if e.Seq > b.cursor {
+					hooks = append(hooks, b.wh)
 				}
-				msg, ok := body(b.wh, e)
-				if !ok {
+			}
+			for i, msg := range bodies(e, hooks) {
+				if msg == nil {
 					continue
 				}
 				if _, err := tx.ExecContext(ctx, `INSERT INTO webhook_deliveries
 					(webhook_id, event_seq, event_type, body, next_attempt_at, created_at, updated_at)
 					VALUES ($1, $2, $3, $4, $5, $5, $5) ON CONFLICT (webhook_id, event_seq) DO NOTHING`,
-					b.wh.ID, e.Seq, e.Type, string(msg), now); err != nil {
+					hooks[i].ID, e.Seq, e.Type, string(msg), now); err != nil {
 					return err
 				}
+			}
+		}
+		for _, b := range list {
+			if b.cursor >= read {
+				continue
 			}
 			if _, err := tx.ExecContext(ctx, `UPDATE webhooks SET cursor_seq = $2 WHERE id = $1`, b.wh.ID, read); err != nil {
 				return err

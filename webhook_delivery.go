@@ -104,23 +104,30 @@ func signWebhook(secrets []string, msgID string, ts int64, body []byte) string {
 	return strings.Join(sigs, " ")
 }
 
-// webhookBody is the Standard Webhooks body of event e: its type, its
-// time, and the incident as the REST API returns it plus the actor, a link
-// back, and the escalation or heartbeat the event is about. ok is false
-// for an event the webhook does not want. An escalation step's webhooks
-// are sent its escalated events whatever their event types and filters:
-// the policy chose them.
-func (s *server) webhookBody(wh webhook, e storedEvent) (body []byte, ok bool) {
+// webhookBodies builds what event e sends to each of hooks: the body in
+// the hook's format, or nil for a hook that does not want it. The event is
+// decoded once, and a format's body built once, whatever the number of
+// endpoints (ntfy's names the endpoint's topic, so it is built per
+// topic). The Standard Webhooks body is the event's type, its time, and
+// the incident as the REST API returns it plus the actor, a link back,
+// and the escalation or heartbeat the event is about. An escalation step's
+// webhooks are sent its escalated events whatever their event types and
+// filters: the policy chose them.
+func (s *server) webhookBodies(e storedEvent, hooks []webhook) [][]byte {
+	bodies := make([][]byte, len(hooks))
 	eventType, known := webhookEventTypes[e.Type]
-	if !known {
-		return nil, false
-	}
 	var data map[string]json.RawMessage
-	if err := json.Unmarshal(e.Data, &data); err != nil {
-		return nil, false
+	if !known || json.Unmarshal(e.Data, &data) != nil {
+		return bodies
 	}
-	if !escalationTarget(wh, e) && !wh.wants(eventType, e.Data) {
-		return nil, false
+	var fields struct {
+		Severity string            `json:"severity"`
+		Labels   map[string]string `json:"labels"`
+	}
+	_ = json.Unmarshal(e.Data, &fields)
+	var notice escalationNotice
+	if e.Escalation != nil {
+		_ = json.Unmarshal(e.Escalation, &notice)
 	}
 	actor, link := newEventView(e).Actor, ""
 	if s.cfg.publicURL != "" {
@@ -139,43 +146,47 @@ func (s *server) webhookBody(wh webhook, e storedEvent) (body []byte, ok bool) {
 	}
 	full, err := marshalJSON(data)
 	if err != nil {
-		return nil, false
+		return bodies
 	}
-	switch wh.Format {
-	case "slack":
-		body, err = slackBody(eventType, full, actor, link, e.CreatedAt)
-	case "ntfy":
+	built := map[string][]byte{} // by format, and ntfy topic
+	for i, wh := range hooks {
+		if !slices.Contains(notice.Webhooks, wh.ID) && !wh.wants(eventType, fields.Severity, fields.Labels) {
+			continue
+		}
+		key := wh.Format
 		_, topic := ntfyTopic(wh.URL)
-		body, err = ntfyBody(topic, eventType, full, actor, link)
-	default:
-		body, err = marshalJSON(map[string]any{"type": eventType, "timestamp": e.CreatedAt, "data": json.RawMessage(full)})
+		if wh.Format == "ntfy" {
+			key += " " + topic
+		}
+		body, ok := built[key]
+		if !ok {
+			switch wh.Format {
+			case "slack":
+				body, err = slackBody(eventType, full, actor, link, e.CreatedAt)
+			case "ntfy":
+				body, err = ntfyBody(topic, eventType, full, actor, link)
+			default:
+				body, err = marshalJSON(map[string]any{"type": eventType, "timestamp": e.CreatedAt, "data": json.RawMessage(full)})
+			}
+			if err != nil {
+				body = nil
+			}
+			built[key] = body
+		}
+		bodies[i] = body
 	}
-	return body, err == nil
+	return bodies
 }
 
-// escalationTarget reports whether e is an escalated event whose step
-// notifies wh.
-func escalationTarget(wh webhook, e storedEvent) bool {
-	var notice escalationNotice
-	return e.Escalation != nil && json.Unmarshal(e.Escalation, &notice) == nil && slices.Contains(notice.Webhooks, wh.ID)
-}
-
-// wants reports whether wh asks for events of eventType about the incident
-// in data: one of its event types, at least its severity, all its labels.
-func (wh webhook) wants(eventType string, data []byte) bool {
-	if !slices.Contains(wh.EventTypes, eventType) {
-		return false
-	}
-	var fields struct {
-		Severity string            `json:"severity"`
-		Labels   map[string]string `json:"labels"`
-	}
-	_ = json.Unmarshal(data, &fields)
-	if severityRank(fields.Severity) < severityRank(wh.MinSeverity) {
+// wants reports whether wh asks for events of eventType about an incident
+// of severity with labels: one of its event types, at least its severity,
+// all its labels.
+func (wh webhook) wants(eventType, severity string, labels map[string]string) bool {
+	if !slices.Contains(wh.EventTypes, eventType) || severityRank(severity) < severityRank(wh.MinSeverity) {
 		return false
 	}
 	for k, v := range wh.Labels {
-		if got, ok := fields.Labels[k]; !ok || got != v {
+		if got, ok := labels[k]; !ok || got != v {
 			return false
 		}
 	}
@@ -292,7 +303,7 @@ func (s *server) deliverWebhooks(ctx context.Context) (wait func()) {
 	// The feed's position, not the table's newest id: below it every
 	// event has committed or never will (see feed.go).
 	upTo := s.hub.log.current().position
-	if err := s.store.QueueWebhookEvents(ctx, upTo, s.now(), s.webhookBody); err != nil && ctx.Err() == nil {
+	if err := s.store.QueueWebhookEvents(ctx, upTo, s.now(), s.webhookBodies); err != nil && ctx.Err() == nil {
 		s.log.Warn("queue webhook events", "error", err)
 	}
 	var wg sync.WaitGroup

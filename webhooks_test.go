@@ -609,7 +609,7 @@ func TestWebhookLeaseExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := dying.st.QueueWebhookEvents(ctx, seq, dying.clock.Now(), dying.srv.webhookBody); err != nil {
+	if err := dying.st.QueueWebhookEvents(ctx, seq, dying.clock.Now(), dying.srv.webhookBodies); err != nil {
 		t.Fatal(err)
 	}
 	claimed, err := dying.st.ClaimDeliveries(ctx, 10, webhookLease, dying.clock.Now())
