@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/lib/pq"
 )
 
 // delivery is one event queued for one webhook, as a replica claims it to
@@ -141,9 +143,21 @@ func (st *store) ClaimDeliveries(ctx context.Context, limit int, lease time.Dura
 		if err != nil {
 			return err
 		}
+		// The claimed deliveries' webhooks, in one read.
+		ids := make([]int64, len(claimed))
 		for i, d := range claimed {
-			if claimed[i].webhook, err = scanWebhook(tx.QueryRowContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = $1`, d.WebhookID)); err != nil {
-				return err
+			ids[i] = d.WebhookID
+		}
+		rows, err = tx.QueryContext(ctx, `SELECT `+webhookColumns+` FROM webhooks WHERE id = ANY($1)`, pq.Array(ids))
+		hooks, err := scanAll(st, rows, err, func(rows *sql.Rows) (webhook, error) { return scanWebhook(rows) })
+		if err != nil {
+			return err
+		}
+		for i := range claimed {
+			for _, wh := range hooks {
+				if wh.ID == claimed[i].WebhookID {
+					claimed[i].webhook = wh
+				}
 			}
 		}
 		return nil
