@@ -77,7 +77,7 @@ func (p escalationPolicy) columns() ([]any, error) {
 // savePolicyWebhooks records which webhooks policy p notifies, after
 // checking that they exist: the key-share lock keeps them until commit.
 // An *unknownWebhooksError names those that do not.
-func savePolicyWebhooks(ctx context.Context, tx *sql.Tx, p escalationPolicy) error {
+func (st *store) savePolicyWebhooks(ctx context.Context, tx *sql.Tx, p escalationPolicy) error {
 	var ids []int64
 	for _, s := range p.Steps {
 		ids = append(ids, s.Webhooks...)
@@ -85,35 +85,21 @@ func savePolicyWebhooks(ctx context.Context, tx *sql.Tx, p escalationPolicy) err
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
 	rows, err := tx.QueryContext(ctx, `SELECT id FROM webhooks WHERE id = ANY($1) FOR KEY SHARE`, pq.Array(ids))
+	found, err := scanAll(st, rows, err, func(rows *sql.Rows) (int64, error) {
+		var id int64
+		return id, rows.Scan(&id)
+	})
 	if err != nil {
 		return err
 	}
-	found := map[int64]bool{}
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		found[id] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	var unknown []int64
-	for _, id := range ids {
-		if !found[id] {
-			unknown = append(unknown, id)
-		}
-	}
+	unknown := slices.DeleteFunc(ids, func(id int64) bool { return slices.Contains(found, id) })
 	if len(unknown) > 0 {
 		return &unknownWebhooksError{ids: unknown}
 	}
 	if _, err := tx.ExecContext(ctx, `DELETE FROM escalation_policy_webhooks WHERE policy_id = $1`, p.ID); err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO escalation_policy_webhooks (policy_id, webhook_id) SELECT $1, unnest($2::bigint[])`, p.ID, pq.Array(ids))
+	_, err = tx.ExecContext(ctx, `INSERT INTO escalation_policy_webhooks (policy_id, webhook_id) SELECT $1, unnest($2::bigint[])`, p.ID, pq.Array(found))
 	return err
 }
 
@@ -135,7 +121,7 @@ func (st *store) CreateEscalationPolicy(ctx context.Context, p escalationPolicy,
 		if err != nil {
 			return err
 		}
-		if err := savePolicyWebhooks(ctx, tx, created); err != nil {
+		if err := st.savePolicyWebhooks(ctx, tx, created); err != nil {
 			return err
 		}
 		e.Target, e.Details = fmt.Sprintf("escalation_policy:%d", created.ID), map[string]any{"name": created.Name}
@@ -186,7 +172,7 @@ func (st *store) UpdateEscalationPolicy(ctx context.Context, id int64, change fu
 		if err != nil {
 			return err
 		}
-		if err := savePolicyWebhooks(ctx, tx, updated); err != nil {
+		if err := st.savePolicyWebhooks(ctx, tx, updated); err != nil {
 			return err
 		}
 		e.Target = fmt.Sprintf("escalation_policy:%d", id)
