@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -411,18 +410,6 @@ func BenchmarkEscalateIdle(b *testing.B) {
 	}
 	if _, err := st.db.ExecContext(ctx, `ANALYZE`); err != nil {
 		b.Fatal(err)
-	}
-	if os.Getenv("EXPLAIN") != "" {
-		rows, err := st.db.QueryContext(ctx, "EXPLAIN (ANALYZE, BUFFERS) "+dueEscalationsSQL, now.Add(time.Minute), escalationBatch)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for rows.Next() {
-			var line string
-			rows.Scan(&line)
-			b.Log(line)
-		}
-		rows.Close()
 	}
 	for b.Loop() {
 		if n, err := st.Escalate(ctx, now.Add(time.Minute)); err != nil || n != 0 {
