@@ -392,7 +392,7 @@ func (sub *subscription) send(events []*streamEvent, position int64, out streamO
 		if err := out.write(msgs); err != nil {
 			return err
 		}
-		sub.s.metrics.delivered.add(float64(len(msgs)))
+		sub.s.metrics.delivered.Add(uint64(len(msgs)))
 	}
 	sub.cursor = position
 	return nil

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,7 +28,9 @@ type serverMetrics struct {
 	transitions     *family
 	timeToAck       *family
 	timeToResolve   *family
-	delivered       *family
+	// delivered counts events written to subscribers: a plain atomic, as
+	// every subscriber's writer adds to it after every batch.
+	delivered       atomic.Uint64
 	dropped         *family
 	hookEvents      *family
 	webhookResults  *family
@@ -84,8 +87,6 @@ func newServerMetrics(start time.Time) *serverMetrics {
 			"Time from an incident's creation to its acknowledgement, by severity.", responder, "severity"),
 		timeToResolve: newHistogram("incidents_incident_time_to_resolve_seconds",
 			"Time from an incident's creation to its resolution, by severity.", responder, "severity"),
-		delivered: newCounter("incidents_stream_events_delivered_total",
-			"Events written to WebSocket and SSE subscribers."),
 		dropped: newCounter("incidents_stream_subscribers_dropped_total",
 			"Streams the server ended, by reason: slow (fell behind the log), shutdown, revoked, history_unavailable, write_failed.", "reason"),
 		hookEvents: newCounter("incidents_hook_events_received_total",
@@ -109,7 +110,6 @@ func newServerMetrics(start time.Time) *serverMetrics {
 		m.timeToAck.preset(sev)
 		m.timeToResolve.preset(sev)
 	}
-	m.delivered.preset()
 	for _, reason := range []endReason{endOverflow, endShutdown, endRevoked, endHistory, endNone} {
 		m.dropped.preset(dropReason(reason))
 	}
@@ -303,7 +303,7 @@ func (s *server) scrape(ctx context.Context) []byte {
 	for _, t := range streamTransports() {
 		e.sample("incidents_stream_subscribers", []string{"transport"}, []string{t}, float64(m.subscribers[t].Load()))
 	}
-	m.delivered.write(e)
+	e.counter("incidents_stream_events_delivered_total", "Events written to WebSocket and SSE subscribers.", float64(m.delivered.Load()))
 	m.dropped.write(e)
 	e.gauge("incidents_stream_feed_lag_seconds", "How long the event feed has been behind the committed events; 0 when caught up.", s.feed.lag(time.Now()).Seconds())
 

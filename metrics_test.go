@@ -233,7 +233,7 @@ func TestMetricsCountWhatHappens(t *testing.T) {
 	ws.readMessage(t)
 	sse.next(t)
 	waitFor(t, "the delivered counter", func() bool {
-		return ts.srv.metrics.delivered.value()-before.value("incidents_stream_events_delivered_total") >= 2
+		return float64(ts.srv.metrics.delivered.Load())-before.value("incidents_stream_events_delivered_total") >= 2
 	})
 	after := ts.scrapeMetrics(t)
 
