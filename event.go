@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/binary"
 	"encoding/json"
-	"strconv"
 	"time"
 )
 
@@ -56,20 +55,30 @@ type streamEvent struct {
 	sse      []byte // a complete Server-Sent Events message
 }
 
+// newStreamEvent encodes e for both transports: a live event in the log
+// goes to subscribers of either.
 func newStreamEvent(e storedEvent) *streamEvent {
+	ev, msg := streamFields(e), eventMessage(e)
+	wsOut{}.encode(ev, e, msg)
+	sseOut{}.encode(ev, e, msg)
+	return ev
+}
+
+// streamFields is what a subscriber's filter reads of e, not yet framed:
+// a replay frames only what its filter keeps, for its own transport.
+func streamFields(e storedEvent) *streamEvent {
 	var fields struct {
 		Severity string `json:"severity"`
 		Status   string `json:"status"`
 	}
 	_ = json.Unmarshal(e.Data, &fields)
+	return &streamEvent{seq: e.Seq, severity: fields.Severity, status: fields.Status}
+}
+
+// eventMessage is e as subscribers read it, the JSON both framings carry.
+func eventMessage(e storedEvent) []byte {
 	msg, _ := marshalJSON(newEventView(e))
-	return &streamEvent{
-		seq:      e.Seq,
-		severity: fields.Severity,
-		status:   fields.Status,
-		wsFrame:  wsFrame(wsOpText, msg),
-		sse:      sseMessage(strconv.FormatInt(e.Seq, 10), e.Type, msg),
-	}
+	return msg
 }
 
 // size is what the event takes in memory, for the log's byte bound.

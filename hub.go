@@ -315,6 +315,9 @@ func (sub *subscription) resumeHint(reason endReason) string {
 // frames or Server-Sent Events.
 type streamOut interface {
 	frame(ev *streamEvent) []byte
+	// encode frames event e, whose message is msg, into ev for this
+	// transport only.
+	encode(ev *streamEvent, e storedEvent, msg []byte)
 	hello(pos int64) []byte
 	keepalive() error
 	// goodbye sends the last message when the server ends the stream.
@@ -414,7 +417,10 @@ func (sub *subscription) history(upTo int64, out streamOut) error {
 	}
 	events := make([]*streamEvent, len(stored))
 	for i, e := range stored {
-		events[i] = newStreamEvent(e)
+		events[i] = streamFields(e)
+		if sub.filter.wants(events[i]) {
+			out.encode(events[i], e, eventMessage(e))
+		}
 	}
 	for len(events) > 0 {
 		last := events[len(events)-1].seq

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -38,8 +39,11 @@ type sseOut struct {
 }
 
 func (o sseOut) frame(ev *streamEvent) []byte { return ev.sse }
-func (o sseOut) hello(pos int64) []byte       { return sseMessage("", "hello", helloMessage(pos)) }
-func (o sseOut) keepalive() error             { return o.write([][]byte{sseKeepalive}) }
+func (sseOut) encode(ev *streamEvent, e storedEvent, msg []byte) {
+	ev.sse = sseMessage(strconv.FormatInt(e.Seq, 10), e.Type, msg)
+}
+func (o sseOut) hello(pos int64) []byte { return sseMessage("", "hello", helloMessage(pos)) }
+func (o sseOut) keepalive() error       { return o.write([][]byte{sseKeepalive}) }
 
 func (o sseOut) goodbye(_ endReason, since int64, hint string) {
 	bye, _ := marshalJSON(map[string]any{"type": "close", "since": since, "reason": hint})

@@ -243,8 +243,11 @@ type wsOut struct {
 }
 
 func (o wsOut) frame(ev *streamEvent) []byte { return ev.wsFrame }
-func (o wsOut) hello(pos int64) []byte       { return wsFrame(wsOpText, helloMessage(pos)) }
-func (o wsOut) write(msgs [][]byte) error    { return o.conn.writeFrames(msgs) }
+func (wsOut) encode(ev *streamEvent, _ storedEvent, msg []byte) {
+	ev.wsFrame = wsFrame(wsOpText, msg)
+}
+func (o wsOut) hello(pos int64) []byte    { return wsFrame(wsOpText, helloMessage(pos)) }
+func (o wsOut) write(msgs [][]byte) error { return o.conn.writeFrames(msgs) }
 
 func (o wsOut) keepalive() error {
 	o.ws.PayloadType = websocket.PingFrame
