@@ -357,19 +357,18 @@ func (s *server) handleIncidentStats(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
-	rt := &stats.ResponseTimes
-	if rt.Last7Days, err = s.store.PeriodTimes(r.Context(), periodStart(end, 7), end); err != nil {
-		return err
-	}
-	if rt.Last30Days, err = s.store.PeriodTimes(r.Context(), periodStart(end, 30), end); err != nil {
-		return err
-	}
+	periods := [][2]time.Time{{periodStart(end, 7), end}, {periodStart(end, 30), end}}
 	if since != nil {
-		p, err := s.store.PeriodTimes(r.Context(), *since, end)
-		if err != nil {
-			return err
-		}
-		rt.Range = &p
+		periods = append(periods, [2]time.Time{*since, end})
+	}
+	measured, err := s.store.PeriodTimes(r.Context(), periods...)
+	if err != nil {
+		return err
+	}
+	rt := &stats.ResponseTimes
+	rt.Last7Days, rt.Last30Days = measured[0], measured[1]
+	if since != nil {
+		rt.Range = &measured[2]
 	}
 	return writeJSON(w, http.StatusOK, stats)
 }
