@@ -425,3 +425,9 @@ CREATE TABLE IF NOT EXISTS escalation_progress (
     PRIMARY KEY (incident_id, policy_id)
 );
 CREATE INDEX IF NOT EXISTS escalation_progress_policy_idx ON escalation_progress (policy_id);
+
+-- Response times (GET /api/v1/incidents/stats) read the first
+-- acknowledgements and the resolutions of a date range, without a scan of
+-- every event or incident.
+CREATE INDEX IF NOT EXISTS incident_events_acknowledged_idx ON incident_events (created_at) WHERE type = 'acknowledged';
+CREATE INDEX IF NOT EXISTS incidents_resolved_at_idx ON incidents (resolved_at) WHERE status = 'resolved';
